@@ -1,0 +1,1 @@
+"""Inference: the TFLite models of the three slots, loaded from the manifest."""

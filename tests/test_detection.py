@@ -1,0 +1,218 @@
+"""yolov8 decode, NMS and letterbox geometry, checked against a plain loop implementation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from appliance.inference.detector import DetectorSettings, nms
+from appliance.inference.imaging import PAD_VALUE, Letterbox, LetterboxCanvas
+from appliance.inference.model import TensorInfo
+from appliance.inference.yolov8 import decode
+
+INPUT = 320
+
+
+@dataclass
+class Kept:
+    anchor: int
+    score: float
+    class_id: int
+    box: tuple[float, float, float, float]
+
+
+def reference_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1]) + max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def reference_decode(
+    real: np.ndarray, class_ids: list[int], scale: tuple[float, float], s: DetectorSettings
+) -> tuple[list[Kept], list[tuple[Kept, Kept]]]:
+    """One anchor at a time, then greedy NMS by comparing with every box kept so far.
+
+    Also returns the pairs of same-class candidates whose IoU was compared, so that a test can
+    set aside inputs whose IoU sits on the threshold (float32 and float64 may round it apart).
+    """
+    candidates = []
+    for anchor in range(real.shape[1]):
+        best_class, best_score = -1, -math.inf
+        for c in class_ids:
+            if real[4 + c, anchor] > best_score:
+                best_class, best_score = c, float(real[4 + c, anchor])
+        if best_score >= s.score_threshold:
+            cx, cy, w, h = (float(v) for v in real[:4, anchor])
+            box = (
+                cx * scale[0] - w * scale[0] / 2,
+                cy * scale[1] - h * scale[1] / 2,
+                cx * scale[0] + w * scale[0] / 2,
+                cy * scale[1] + h * scale[1] / 2,
+            )
+            candidates.append(Kept(anchor, best_score, best_class, box))
+    candidates.sort(key=lambda k: -k.score)  # stable: ties keep anchor order
+    kept: list[Kept] = []
+    compared = []
+    for candidate in candidates:
+        if len(kept) == s.max_detections:
+            break
+        same = [k for k in kept if k.class_id == candidate.class_id]
+        compared += [(k, candidate) for k in same]
+        if all(reference_iou(k.box, candidate.box) <= s.iou_threshold for k in same):
+            kept.append(candidate)
+    return kept, compared
+
+
+@st.composite
+def head_outputs(draw: st.DrawFn) -> tuple[np.ndarray, int]:
+    """A [4 + C, N] output with boxes clustered around a few objects, as a real head produces."""
+    classes = draw(st.integers(1, 4))
+    anchors = draw(st.integers(0, 80))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    objects = rng.uniform([0.1, 0.1, 0.05, 0.05], [0.9, 0.9, 0.4, 0.4], (max(1, anchors // 10), 4))
+    boxes = objects[rng.integers(0, len(objects), anchors)] + rng.normal(0, 0.02, (anchors, 4))
+    scores = rng.uniform(0, 1, (anchors, classes)) ** 2
+    return np.concatenate([np.clip(boxes, 0, 1), scores], axis=1).T.astype(np.float32), classes
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    output=head_outputs(),
+    quantized=st.booleans(),
+    coords=st.sampled_from(["normalized", "pixels"]),
+    threshold=st.floats(0.05, 0.9),
+    iou=st.floats(0.1, 0.9),
+    max_detections=st.integers(1, 20),
+    data=st.data(),
+)
+def test_decode_matches_the_reference(
+    output: tuple[np.ndarray, int],
+    quantized: bool,
+    coords: str,
+    threshold: float,
+    iou: float,
+    max_detections: int,
+    data: st.DataObject,
+) -> None:
+    real, classes = output
+    wanted = sorted(data.draw(st.sets(st.integers(0, classes - 1), min_size=1)))
+    scale = (float(INPUT), float(INPUT)) if coords == "normalized" else (1.0, 1.0)
+    if coords == "pixels":
+        real = real.copy()
+        real[:4] *= INPUT
+    if quantized:
+        tensor = TensorInfo("out", 0, real.shape, np.dtype(np.int8), float(real.max(initial=1.0)) / 255, -128)
+        raw = tensor.quantize(real)
+        real = (raw.astype(np.float64) + 128) * tensor.scale  # what the model really said
+    else:
+        tensor = TensorInfo("out", 0, real.shape, np.dtype(np.float32), 0.0, 0)
+        raw = real
+    s = DetectorSettings(score_threshold=threshold, iou_threshold=iou, max_detections=max_detections)
+
+    expected, compared = reference_decode(real, wanted, scale, s)
+    assume(all(abs(reference_iou(a.box, b.box) - iou) > 1e-4 for a, b in compared))
+    assume(all(abs(float(v) - threshold) > 1e-6 for v in real[4:].ravel()))
+    boxes, scores, class_ids = decode(raw, tensor, np.array(wanted, np.intp), scale, s)
+
+    assert [int(c) for c in class_ids] == [k.class_id for k in expected]
+    np.testing.assert_allclose(scores, [k.score for k in expected], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(boxes.reshape(-1, 4), np.array([k.box for k in expected]).reshape(-1, 4), atol=1e-3)
+
+
+def _output(rows: list[list[float]]) -> tuple[np.ndarray, TensorInfo]:
+    """Anchors given as [cx, cy, w, h, score per class...] in normalised units."""
+    real = np.array(rows, np.float32).T
+    return real, TensorInfo("out", 0, real.shape, np.dtype(np.float32), 0.0, 0)
+
+
+def test_overlapping_boxes_of_one_person_merge_into_the_best() -> None:
+    raw, tensor = _output(
+        [[0.5, 0.5, 0.2, 0.4, 0.7, 0.0], [0.51, 0.5, 0.2, 0.4, 0.9, 0.0], [0.1, 0.1, 0.1, 0.1, 0.6, 0]]
+    )
+    boxes, scores, classes = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings())
+    assert scores.tolist() == pytest.approx([0.9, 0.6])
+    assert classes.tolist() == [0, 0]
+    np.testing.assert_allclose(boxes[0], [131.2, 96, 195.2, 224], atol=1e-3)
+
+
+def test_suppression_is_per_class_and_the_class_filter_holds() -> None:
+    raw, tensor = _output([[0.5, 0.5, 0.2, 0.4, 0.8, 0.1], [0.5, 0.5, 0.2, 0.4, 0.1, 0.7]])
+    _, scores, classes = decode(raw, tensor, np.array([0, 1]), (INPUT, INPUT), DetectorSettings())
+    assert classes.tolist() == [0, 1]
+    assert scores.tolist() == pytest.approx([0.8, 0.7])
+    _, _, classes = decode(raw, tensor, np.array([1]), (INPUT, INPUT), DetectorSettings())
+    assert classes.tolist() == [1]
+
+
+def test_score_threshold_is_inclusive_and_max_detections_caps() -> None:
+    rows = [[0.1 * i + 0.05, 0.5, 0.05, 0.05, 0.4 if i < 5 else 0.39] for i in range(10)]
+    raw, tensor = _output(rows)
+    _, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings(score_threshold=0.4))
+    assert len(scores) == 5
+    _, scores, _ = decode(
+        raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings(score_threshold=0.4, max_detections=3)
+    )
+    assert len(scores) == 3
+
+
+def test_empty_output_decodes_to_nothing() -> None:
+    raw, tensor = _output([[0.5, 0.5, 0.2, 0.2, 0.1]])
+    boxes, scores, classes = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings())
+    assert boxes.shape == (0, 4)
+    assert scores.size == 0
+    assert classes.size == 0
+    assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.intp), 0.5, 10).size == 0
+
+
+def test_letterbox_of_a_landscape_frame() -> None:
+    layout = Letterbox.fit(640, 480, 320, 320)
+    assert (layout.scale, layout.pad_x, layout.pad_y, layout.width, layout.height) == (0.5, 0, 40, 320, 240)
+    mapped = layout.to_frame(np.array([[100, 60, 200, 140], [-10, 0, 330, 330]], np.float32))
+    np.testing.assert_allclose(mapped, [[200, 40, 400, 200], [0, 0, 640, 480]])
+
+
+@given(
+    frame=st.tuples(st.integers(16, 1920), st.integers(16, 1080)),
+    model=st.tuples(st.integers(32, 640), st.integers(32, 640)),
+    box=st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)),
+)
+def test_boxes_map_back_to_where_they_were_in_the_frame(
+    frame: tuple[int, int], model: tuple[int, int], box: tuple[float, float, float, float]
+) -> None:
+    width, height = frame
+    layout = Letterbox.fit(width, height, *model)
+    assert layout.width <= model[0]
+    assert layout.height <= model[1]
+    x1, x2 = sorted((box[0] * width, box[2] * width))
+    y1, y2 = sorted((box[1] * height, box[3] * height))
+    # where the letterbox puts the frame: scale by the resized size, shift by the padding
+    sx, sy = layout.width / width, layout.height / height
+    inside = np.array(
+        [[x1 * sx + layout.pad_x, y1 * sy + layout.pad_y, x2 * sx + layout.pad_x, y2 * sy + layout.pad_y]]
+    )
+    back = layout.to_frame(inside.astype(np.float32))[0]
+    tolerance = 1.0 / layout.scale  # rounding the resized size to whole pixels
+    np.testing.assert_allclose(back, [x1, y1, x2, y2], atol=tolerance + 1e-3)
+
+
+def test_canvas_holds_the_frame_in_rgb_between_grey_bands() -> None:
+    frame = np.zeros((60, 160, 3), np.uint8)
+    frame[:, :, 0] = 255  # pure blue in BGR
+    canvas = LetterboxCanvas(80, 80)
+    layout = canvas.fill(frame)
+    assert (layout.pad_x, layout.pad_y, layout.width, layout.height) == (0, 25, 80, 30)
+    assert (canvas.rgb[25:55] == [0, 0, 255]).all()
+    assert (canvas.rgb[:25] == PAD_VALUE).all()
+    assert (canvas.rgb[55:] == PAD_VALUE).all()
+    taller = np.full((80, 40, 3), 200, np.uint8)
+    layout = canvas.fill(taller)  # a new frame size: the old picture must not show in the new bands
+    assert (layout.pad_x, layout.width) == (20, 40)
+    assert (canvas.rgb[:, :20] == PAD_VALUE).all()
+    assert (canvas.rgb[:, 20:60] == 200).all()
