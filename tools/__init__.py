@@ -1,0 +1,1 @@
+"""Host-side tools of the appliance (conversion, quantization, training). Not installed on the device."""
