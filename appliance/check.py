@@ -1,0 +1,76 @@
+"""``appliance check``: validate the config, load every model slot, run each model, print a table."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+import numpy as np
+
+from appliance.config import Config
+from appliance.errors import ModelError
+from appliance.inference.runtime import select_runtime, thread_count
+from appliance.service import load_configured_models
+
+CHECK_FRAME = (480, 640)  # height, width of the synthetic frame timed end to end
+
+
+def median_ms(action: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``action`` in ms over ``repeats`` runs, after one untimed warm-up run."""
+    action()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    heading = "  ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True)).rstrip()
+    return "\n".join([heading, *lines]) + "\n"
+
+
+def run_check(config: Config, out: TextIO, repeats: int = 5) -> None:
+    """Load and run every model slot; raises ModelError (or ConfigError) on the first problem."""
+    models = load_configured_models(config)
+    slots = models.slots()
+    if not slots:
+        raise ModelError(f"{models.manifest.path}: lists no model slots")
+    out.write(f"runtime: {select_runtime()}, {thread_count(config.threads)} threads\n")
+    out.write(f"models: {models.manifest.folder}\n\n")
+    rows = []
+    for name, slot in slots.items():
+        for model in slot.models.values():
+            model.set_zero_inputs()
+            inputs = model.inputs.values()
+            rows.append(
+                [
+                    name,
+                    model.path.name,
+                    ", ".join("x".join(map(str, t.shape)) for t in inputs),
+                    ", ".join(t.dtype.name for t in inputs),
+                    f"{median_ms(model.invoke, repeats):.2f}",
+                ]
+            )
+    out.write(format_table(["slot", "file", "input shape", "dtype", "ms/invoke"], rows))
+
+    height, width = CHECK_FRAME
+    frame = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    out.write("\n")
+    detector, classifier, captioner = models.detector, models.classifier, models.captioner
+    if detector is not None:
+        ms = median_ms(lambda: detector.detect(frame), repeats)
+        out.write(f"detector: {ms:.2f} ms per {width}x{height} frame (letterbox, invoke, decode, NMS)\n")
+    if classifier is not None:
+        box = (width * 0.4, height * 0.2, width * 0.6, height * 0.9)
+        ms = median_ms(lambda: classifier.classify(frame, box), repeats)
+        out.write(f"classifier: {ms:.2f} ms per person crop\n")
+    if captioner is not None:
+        ms = median_ms(lambda: captioner.caption(frame), repeats)
+        out.write(f"captioner: {ms:.2f} ms per caption (beam width {config.caption_beam})\n")
+    out.write("ok: the configuration is valid and every model loads and runs\n")
