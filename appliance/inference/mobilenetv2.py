@@ -44,11 +44,9 @@ class MobileNetV2Classifier(Classifier):
         model = slot.model("model")
         labels = slot.lines("labels")
         margin = slot.param("crop_margin", float, "the crop margin, a number from 0 to 1")
-        output = slot.param("output", str, "'probabilities' or 'logits'")
+        output = slot.choice("output", OUTPUTS)
         if not 0.0 <= margin <= 1.0:
             raise slot.error(f"params.crop_margin is {margin}, expected a number from 0 to 1")
-        if output not in OUTPUTS:
-            raise slot.error(f"params.output is {output!r}, expected 'probabilities' or 'logits'")
         tensor_in, tensor_out = model.only_input(), model.only_output()
         shape_in = tensor_in.shape
         square = len(shape_in) == 4 and shape_in[0] == 1 and shape_in[1] == shape_in[2] and shape_in[3] == 3

@@ -12,6 +12,14 @@ from appliance.inference.manifest import FieldReader, SlotEntry, TensorSpec, che
 from appliance.inference.model import TensorInfo, TFLiteModel
 
 
+def read_lines(path: Path) -> list[str]:
+    """The non-empty lines of a labels or vocabulary file, stripped."""
+    try:
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise ModelError(f"{path}: cannot read it: {error}") from None
+
+
 @dataclass(frozen=True)
 class LoadedSlot:
     name: str
@@ -33,16 +41,20 @@ class LoadedSlot:
         """The non-empty lines of data file ``role`` (labels, vocabulary), stripped."""
         if role not in self.files:
             raise self.error(f"no {role!r} file (family {self.entry.family} needs one)")
-        path = self.files[role]
-        try:
-            return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError) as error:
-            raise ModelError(f"{path}: cannot read it: {error}") from None
+        return read_lines(self.files[role])
 
     def param(self, key: str, kind: type, expected: str) -> Any:
         """Family parameter ``key``, checked to be of ``kind``."""
         reader = FieldReader(self.manifest, f"slots.{self.name}.params", self.entry.params)
         return reader.get(key, kind, expected)
+
+    def choice(self, key: str, options: tuple[str, ...]) -> str:
+        """Family parameter ``key``, one of ``options``."""
+        expected = " or ".join(repr(option) for option in options)
+        value: str = self.param(key, str, expected)
+        if value not in options:
+            raise self.error(f"params.{key} is {value!r}, expected {expected}")
+        return value
 
     def check_shape(self, tensor: TensorInfo, model: TFLiteModel, wanted: str, ok: bool) -> None:
         """Raise unless ``ok``: ``tensor`` of ``model`` should be ``wanted``."""

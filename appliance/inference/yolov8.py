@@ -84,9 +84,7 @@ class Yolov8Detector(Detector):
         model = slot.model("model")
         labels = slot.lines("labels")
         person_class = slot.param("person_class", int, "the index of the person class in the labels file")
-        coords = slot.param("coords", str, "'normalized' or 'pixels'")
-        if coords not in COORDS:
-            raise slot.error(f"params.coords is {coords!r}, expected 'normalized' or 'pixels'")
+        coords = slot.choice("coords", COORDS)
         if not 0 <= person_class < len(labels):
             raise slot.error(f"params.person_class {person_class} is not a line of the labels file")
         tensor_in, tensor_out = model.only_input(), model.only_output()

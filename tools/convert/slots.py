@@ -24,6 +24,7 @@ from appliance.inference.imaging import Image, letterbox, pixel_values, square_c
 from appliance.inference.loader import CAPTIONERS, CLASSIFIERS, DETECTORS, Family
 from appliance.inference.model import FloatArray, TFLiteModel
 from appliance.inference.settings import InferenceSettings
+from appliance.inference.slot import read_lines
 from tools.convert import ConvertError
 from tools.convert.progress import progress
 from tools.convert.tflite import Sample
@@ -41,10 +42,6 @@ class Agreement:
 
 def _whole(frame: Image) -> tuple[float, float, float, float]:
     return (0.0, 0.0, float(frame.shape[1]), float(frame.shape[0]))
-
-
-def _read_lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 class SlotConversion(ABC):
@@ -81,11 +78,36 @@ class SlotConversion(ABC):
 
 
 def _image_samples(model: TFLiteModel, images: list[FloatArray]) -> list[Sample]:
-    name = next(iter(model.inputs))
+    name = model.only_input().name
     return [{name: image[None]} for image in images]
 
 
-class DetectorConversion(SlotConversion):
+class SingleImageConversion(SlotConversion):
+    """A slot with one model whose one input is an image made from the frame by the family."""
+
+    @abstractmethod
+    def _inputs(self, model: TFLiteModel, frames: list[Image]) -> list[FloatArray]:
+        """The model's real-valued input for each frame, made as the appliance makes it."""
+
+    def _float_outputs(self, float_models: Mapping[str, TFLiteModel], frames: list[Image]) -> list[FloatArray]:
+        """The float model's output on a few frames, to tell what the model emits."""
+        model = float_models["model"]
+        name = model.only_output().name
+        return [model.run({model.only_input().name: x[None]})[name][0] for x in self._inputs(model, frames[:8])]
+
+    def samples(
+        self,
+        role: str,
+        float_models: Mapping[str, TFLiteModel],
+        frames: list[Image],
+        params: Mapping[str, Any],
+        data: Mapping[str, Path],
+    ) -> list[Sample]:
+        model = float_models[role]
+        return _image_samples(model, self._inputs(model, frames))
+
+
+class DetectorConversion(SingleImageConversion):
     slot = "detector"
     family = "yolov8"
     registry = DETECTORS
@@ -98,7 +120,7 @@ class DetectorConversion(SlotConversion):
 
     def validation_settings(self, data: Mapping[str, Path], threads: int) -> InferenceSettings:
         """Every class, down to a low score, so that disagreements near the threshold show."""
-        detector = DetectorSettings(labels=tuple(_read_lines(data["labels"])), score_threshold=0.25)
+        detector = DetectorSettings(labels=tuple(read_lines(data["labels"])), score_threshold=0.25)
         return InferenceSettings(threads=threads, detector=detector)
 
     def _inputs(self, model: TFLiteModel, frames: list[Image]) -> list[FloatArray]:
@@ -108,7 +130,7 @@ class DetectorConversion(SlotConversion):
     def params(
         self, float_models: Mapping[str, TFLiteModel], data: Mapping[str, Path], frames: list[Image]
     ) -> dict[str, Any]:
-        labels = _read_lines(data["labels"])
+        labels = read_lines(data["labels"])
         if self.person_label not in labels:
             raise ConvertError(
                 f"{data['labels']}: no {self.person_label!r} line; name the person class with --person-label"
@@ -116,24 +138,9 @@ class DetectorConversion(SlotConversion):
         coords = self.coords
         if coords == "auto":
             # Normalised boxes stay within about 0..1; pixel boxes reach the input size.
-            model = float_models["model"]
-            largest = max(
-                float(np.abs(model.run({model.only_input().name: x[None]})[model.only_output().name][0, :4]).max())
-                for x in self._inputs(model, frames[:8])
-            )
+            largest = max(float(np.abs(output[:4]).max()) for output in self._float_outputs(float_models, frames))
             coords = "normalized" if largest <= 2.0 else "pixels"
         return {"person_class": labels.index(self.person_label), "coords": coords}
-
-    def samples(
-        self,
-        role: str,
-        float_models: Mapping[str, TFLiteModel],
-        frames: list[Image],
-        params: Mapping[str, Any],
-        data: Mapping[str, Path],
-    ) -> list[Sample]:
-        model = float_models[role]
-        return _image_samples(model, self._inputs(model, frames))
 
     def agreement(self, reference: Detector, quantized: Detector, frames: list[Image]) -> Agreement:
         found_float = found_int8 = 0
@@ -177,7 +184,7 @@ class DetectorConversion(SlotConversion):
         return Agreement(metrics, summary)
 
 
-class ClassifierConversion(SlotConversion):
+class ClassifierConversion(SingleImageConversion):
     slot = "classifier"
     family = "mobilenetv2"
     registry = CLASSIFIERS
@@ -188,8 +195,7 @@ class ClassifierConversion(SlotConversion):
         self.crop_margin = crop_margin
         self.output = output
 
-    @staticmethod
-    def _inputs(model: TFLiteModel, frames: list[Image]) -> list[FloatArray]:
+    def _inputs(self, model: TFLiteModel, frames: list[Image]) -> list[FloatArray]:
         # Calibration images are person crops already: the whole image is the box.
         size = model.only_input().shape[1]
         return [pixel_values(square_crop(f, _whole(f), 0.0, size), mobilenetv2.PIXEL_RANGE) for f in frames]
@@ -199,25 +205,10 @@ class ClassifierConversion(SlotConversion):
     ) -> dict[str, Any]:
         output = self.output
         if output == "auto":
-            model = float_models["model"]
-            scores = [
-                model.run({model.only_input().name: x[None]})[model.only_output().name][0]
-                for x in self._inputs(model, frames[:8])
-            ]
+            scores = self._float_outputs(float_models, frames)
             sums_to_one = all(s.min() >= 0.0 and abs(float(s.sum()) - 1.0) < 1e-3 for s in scores)
             output = "probabilities" if sums_to_one else "logits"
         return {"crop_margin": self.crop_margin, "output": output}
-
-    def samples(
-        self,
-        role: str,
-        float_models: Mapping[str, TFLiteModel],
-        frames: list[Image],
-        params: Mapping[str, Any],
-        data: Mapping[str, Path],
-    ) -> list[Sample]:
-        model = float_models[role]
-        return _image_samples(model, self._inputs(model, frames))
 
     def agreement(self, reference: Classifier, quantized: Classifier, frames: list[Image]) -> Agreement:
         agree, largest = 0, 0.0
@@ -252,7 +243,7 @@ class CaptionerConversion(SlotConversion):
     def params(
         self, float_models: Mapping[str, TFLiteModel], data: Mapping[str, Path], frames: list[Image]
     ) -> dict[str, Any]:
-        vocabulary = _read_lines(data["vocab"])
+        vocabulary = read_lines(data["vocab"])
         for option, token in (("--start-token", self.start_token), ("--end-token", self.end_token)):
             if token not in vocabulary:
                 raise ConvertError(f"{data['vocab']}: no {token!r} line; name it with {option}")
@@ -279,7 +270,7 @@ class CaptionerConversion(SlotConversion):
         # The decoder is calibrated on the (features, token, hidden) it meets while the float
         # model captions the calibration frames.
         decoder = float_models["decoder"]
-        vocabulary = _read_lines(data["vocab"])
+        vocabulary = read_lines(data["vocab"])
         token_shape = decoder.inputs["token"].shape
         recorded: list[Sample] = []
         for frame in progress(iterable=frames, desc="recording decoder steps"):
