@@ -37,6 +37,24 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sim_list(_: argparse.Namespace) -> int:
+    from appliance.sim.scenario import list_scenarios
+
+    for scenario in list_scenarios():
+        cameras = f"{len(scenario.cameras)} camera{'s' if len(scenario.cameras) > 1 else ''}"
+        print(f"{scenario.name:16s} {cameras}, {scenario.duration:g} s: {scenario.description}")
+    return 0
+
+
+def _sim_render(args: argparse.Namespace) -> int:
+    from appliance.sim.export import render_scenario
+    from appliance.sim.scenario import load_scenario
+
+    truth = render_scenario(load_scenario(args.scenario), args.out, args.seed, args.seconds)
+    print(f"wrote {truth} and one MP4 per camera beside it")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
@@ -59,6 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     config = command("config", "print the effective settings as an env file")
     config.add_argument("--table", action="store_true", help="print the settings table of the README instead")
     config.set_defaults(handler=_config)
+
+    sim = commands.add_parser("sim", help="the synthetic world: scenarios with ground truth, standing in for cameras")
+    sim_commands = sim.add_subparsers(dest="sim_command", required=True, metavar="SIM_COMMAND")
+    sim_commands.add_parser("list", help="name the shipped scenarios").set_defaults(handler=_sim_list)
+    render = sim_commands.add_parser("render", help="write one MP4 per camera and truth.json with the per-frame truth")
+    render.add_argument("scenario", help="a shipped scenario's name, or a path to a scenario .json file")
+    render.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write into")
+    render.add_argument("--seed", type=int, default=0, help="the world's seed (default 0)")
+    render.add_argument("--seconds", type=float, metavar="S", help="render only the first S seconds")
+    render.set_defaults(handler=_sim_render)
     return parser
 
 
