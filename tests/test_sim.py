@@ -16,7 +16,7 @@ import pytest
 
 from appliance.inference.detector import iou_one_to_many
 from appliance.sim import captions
-from appliance.sim.figure import ACTIONS, OBJECTS, SHIRT_COLOURS, Placement, draw, pose, random_appearance
+from appliance.sim.figure import ACTIONS, OBJECTS, SHIRT_COLOURS, Placement, draw, pose, random_appearance, silhouette
 from appliance.sim.render import Renderer, Stage
 from appliance.sim.scenario import ScenarioError, list_scenarios, load_scenario, parse_scenario
 from appliance.sim.snapshots import snapshots
@@ -68,7 +68,9 @@ def test_the_box_of_a_figure_is_where_its_pixels_are(action: str, turn: float, h
     for phase in (0.0, 0.3, 0.7):
         blank = np.full((420, 800, 3), 128, np.uint8)
         image = blank.copy()
-        box = draw(image, pose(action, phase, turn, None), Placement(500.0, 380.0, height, 1), look, None)
+        joints, placement = pose(action, phase, turn, None), Placement(500.0, 380.0, height, 1)
+        draw(image, joints, placement, look, None)
+        box = silhouette(joints, placement).box
         drawn = _changed_box(blank, image)
         assert drawn is not None
         # the box is the drawn pixels': faint anti-aliased fringes may reach a pixel beyond it
@@ -113,6 +115,23 @@ def test_a_person_leaving_the_image_becomes_ignored() -> None:
     assert states[0] == (1.0, False)  # far down the corridor, whole
     assert any(ignore for _, ignore in states)  # walking out under the camera
     assert all(ignore == (visible < 0.5) for visible, ignore in states if ignore or visible < 0.5)
+
+
+def test_a_person_hidden_behind_another_is_not_counted() -> None:
+    scenario = load_scenario("two-angles")
+    stage = Stage.from_spec(scenario.cameras[0], 0, 10.0)
+    look = random_appearance(np.random.default_rng(0), "red")
+    # both on the camera's line of sight (it looks along the room's diagonal), one 1.5 m behind
+    near = Actor("near", look, "red", 1.75, 2.5, 2.5, "standing", 0.0, None, (-0.7, -0.7))
+    far = Actor("far", look, "blue", 1.7, 3.6, 3.6, "standing", 0.0, None, (-0.7, -0.7))
+    _, people, _ = stage.render([far, near], 1.0, np.random.default_rng(0))
+    shown = {p.id: p for p in people}
+    assert shown["near"].visible == 1.0
+    assert not shown["near"].ignore
+    assert shown["far"].visible < 0.5
+    assert shown["far"].ignore
+    _, alone, _ = stage.render([far], 1.0, np.random.default_rng(0))
+    assert alone[0].visible == 1.0  # the same person, nobody in front
 
 
 def test_keyframes_carry_the_true_caption() -> None:

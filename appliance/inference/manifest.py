@@ -200,6 +200,7 @@ def write_manifest(manifest: Manifest) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
             stream.write(text)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; the service user must read it
         os.replace(temporary, manifest.path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from appliance.inference.imaging import Box, Image
 
@@ -246,40 +247,56 @@ def _shade(colour: Colour, factor: float) -> Colour:
     return (int(colour[0] * factor), int(colour[1] * factor), int(colour[2] * factor))
 
 
-COVERED = 64  # of 255: a pixel at least a quarter covered by the body is part of its box
+COVERED = 64  # of 255: a pixel at least a quarter covered by the body belongs to it
 
 
-def _extent(strokes: list[_Stroke]) -> Box:
-    """The box of the pixels the strokes cover, found by painting them into a scratch mask."""
+@dataclass(frozen=True)
+class Silhouette:
+    """The pixels a drawn body covers: a mask placed at ``left``, ``top`` of the image."""
+
+    left: int
+    top: int
+    mask: npt.NDArray[np.bool_]
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def box(self) -> Box:
+        ys, xs = np.nonzero(self.mask)
+        if xs.size == 0:  # too thin to cover a quarter of any pixel: a pixel where it is
+            height, width = self.mask.shape
+            return (self.left + width / 2, self.top + height / 2, self.left + width / 2 + 1, self.top + height / 2 + 1)
+        return (
+            float(self.left + xs.min()),
+            float(self.top + ys.min()),
+            float(self.left + xs.max() + 1),
+            float(self.top + ys.max() + 1),
+        )
+
+
+def silhouette(joints: Pose, placement: Placement) -> Silhouette:
+    """The body's pixels (held objects aside), from the very strokes ``draw`` paints."""
+    strokes = _strokes(joints, placement, _PLAIN)
     reach = np.array([stroke.reach() for stroke in strokes])
-    x0, y0 = np.floor(reach[:, :2].min(axis=0))
-    x1, y1 = np.ceil(reach[:, 2:].max(axis=0))
-    mask = np.zeros((int(y1 - y0) + 1, int(x1 - x0) + 1), np.uint8)
+    x0, y0 = (int(v) for v in np.floor(reach[:, :2].min(axis=0)))
+    x1, y1 = (int(v) for v in np.ceil(reach[:, 2:].max(axis=0)))
+    mask = np.zeros((y1 - y0 + 1, x1 - x0 + 1), np.uint8)
     for stroke in strokes:
         stroke.paint(mask, (255, 255, 255), (float(x0), float(y0)))
-    ys, xs = np.nonzero(mask >= COVERED)
-    if xs.size == 0:  # too thin to cover a quarter of any pixel
-        centre = reach[:, :2].mean(axis=0) + reach[:, 2:].mean(axis=0)
-        return (float(centre[0] / 2), float(centre[1] / 2), float(centre[0] / 2 + 1), float(centre[1] / 2 + 1))
-    return (float(x0 + xs.min()), float(y0 + ys.min()), float(x0 + xs.max() + 1), float(y0 + ys.max() + 1))
+    return Silhouette(x0, y0, mask >= COVERED)
 
 
-def body_box(joints: Pose, placement: Placement) -> Box:
-    """The pixel box the drawn body covers (held objects aside), from the very strokes ``draw`` paints."""
-    return _extent(_strokes(joints, placement, _PLAIN))
-
-
-def draw(image: Image, joints: Pose, placement: Placement, look: Appearance, held: str | None) -> Box:
-    """Draw the figure; returns its body box in pixels (unclipped)."""
-    strokes = _strokes(joints, placement, look)
-    for stroke in strokes:
+def draw(image: Image, joints: Pose, placement: Placement, look: Appearance, held: str | None) -> None:
+    """Draw the figure and what it holds."""
+    for stroke in _strokes(joints, placement, look):
         stroke.paint(image)
     if held is not None:
         px = placement.to_pixels
         _draw_object(
             image, held, px(joints.hands[1]), px(joints.elbows[1]), placement, max(1.0, LIMB * placement.height)
         )
-    return _extent(strokes)
 
 
 def _draw_object(

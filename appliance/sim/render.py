@@ -12,20 +12,24 @@ import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from appliance.inference.imaging import Box, Image
 from appliance.sim import captions
 from appliance.sim.backdrop import Clutter, Shadow, default_clutter, paint
-from appliance.sim.figure import Placement, body_box, draw, pose
+from appliance.sim.figure import Placement, Silhouette, draw, pose, silhouette
 from appliance.sim.geometry import NEAR, Camera, Place
 from appliance.sim.scenario import CameraSpec, Scenario
 from appliance.sim.world import Actor, World
 
 MIN_HEIGHT = 10  # pixels: a smaller person is not expected to be found
-MIN_VISIBLE = 0.5  # fraction of the body inside the image below which a person is not expected to be found
+# Share of the body showing (inside the image, not hidden by others) below which a person need
+# not be found.
+MIN_VISIBLE = 0.5
 
 
 @dataclass(frozen=True)
@@ -73,8 +77,15 @@ class PersonTruth:
     action: str
     held: str | None
     shirt: str
-    visible: float  # fraction of the body inside the image
+    visible: float  # share of the body's pixels that show: inside the image and not behind someone nearer
     ignore: bool  # too small or mostly outside: a detector need not find it, nor is it a false positive
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PersonTruth:
+        x1, y1, x2, y2 = (float(v) for v in data["box"])
+        return cls(
+            data["id"], (x1, y1, x2, y2), data["action"], data["held"], data["shirt"], data["visible"], data["ignore"]
+        )
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -183,28 +194,29 @@ class Stage:
             thing.draw(image, self.camera, t)
         for shadow in self.shadows:
             shadow.darken(image, self.camera, t)
-        truths = []
+        # People are drawn far to near; each also paints its number into a label map, so that what
+        # is left of a person's number is what of them shows (not cut off, not hidden behind others).
+        height, width = image.shape[:2]
+        label = np.zeros((height, width), np.uint8)
+        drawn: list[tuple[Actor, Silhouette]] = []
         for actor, placement in self._placed(actors):
             joints = pose(actor.action, actor.phase, self._turn(actor), actor.held)
-            full = body_box(joints, placement)
-            clipped = (
-                max(full[0], 0.0),
-                max(full[1], 0.0),
-                min(full[2], float(self.camera.width)),
-                min(full[3], float(self.camera.height_px)),
-            )
-            if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+            shape = silhouette(joints, placement)
+            x1, y1, x2, y2 = shape.box
+            if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height or len(drawn) == 255:
                 continue
             draw(image, joints, placement, actor.look, actor.held)
-            visible = (
-                (clipped[2] - clipped[0]) * (clipped[3] - clipped[1]) / ((full[2] - full[0]) * (full[3] - full[1]))
-            )
-            small = clipped[3] - clipped[1] < MIN_HEIGHT and clipped[2] - clipped[0] < MIN_HEIGHT
-            truths.append(
-                PersonTruth(
-                    actor.id, clipped, actor.action, actor.held, actor.shirt, visible, visible < MIN_VISIBLE or small
-                )
-            )
+            drawn.append((actor, shape))
+            _paint_label(label, shape, len(drawn))
+        showing = np.bincount(label.ravel(), minlength=len(drawn) + 1)
+        truths = []
+        for number, (actor, shape) in enumerate(drawn, start=1):
+            x1, y1, x2, y2 = shape.box
+            box = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
+            visible = float(showing[number]) / max(shape.area, 1)
+            small = box[3] - box[1] < MIN_HEIGHT and box[2] - box[0] < MIN_HEIGHT
+            ignore = visible < MIN_VISIBLE or small
+            truths.append(PersonTruth(actor.id, box, actor.action, actor.held, actor.shirt, visible, ignore))
         light = self._light(t, rng)
         self._expose(image, light, rng)
         return image, tuple(truths), light
@@ -251,6 +263,18 @@ class Stage:
         else:
             cv2.transform(image, np.diag([light.gain * c for c in light.tint]).astype(np.float32), dst=image)
         add_noise(image, light.noise, int(rng.integers(1 << 16)))
+
+
+def _paint_label(label: npt.NDArray[np.uint8], shape: Silhouette, number: int) -> None:
+    """Write ``number`` where ``shape`` covers ``label`` (the part inside the image)."""
+    height, width = label.shape
+    mask_height, mask_width = shape.mask.shape
+    fx1, fy1 = max(shape.left, 0), max(shape.top, 0)
+    fx2, fy2 = min(shape.left + mask_width, width), min(shape.top + mask_height, height)
+    if fx2 <= fx1 or fy2 <= fy1:
+        return
+    part = shape.mask[fy1 - shape.top : fy2 - shape.top, fx1 - shape.left : fx2 - shape.left]
+    label[fy1:fy2, fx1:fx2][part] = number
 
 
 def random_shadows(place: Place, count: int, duration: float, rng: np.random.Generator) -> list[Shadow]:
