@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import pytest
@@ -66,15 +67,13 @@ def _convert(args: list[str], log: Path) -> None:
     assert status == 0, f"tools.convert {' '.join(args)} failed with {status}"
 
 
-def _write_calibration(work: Path) -> None:
-    from appliance.inference.imaging import square_crop
-    from tests import modelkit
+def _write_calibration(work: Path) -> tuple[Path, Path]:
+    """Calibration frames, half as images and half as a video (the toolchain samples both), and person crops."""
+    from tools.convert.datasets import write_datasets
 
     scenes = toyworld.scenes(seed=3, count=CALIB_SCENES)
-    frames, crops = work / "calib" / "frames", work / "calib" / "crops"
+    frames = work / "calib" / "frames"
     frames.mkdir(parents=True)
-    crops.mkdir(parents=True)
-    # Half the frames as images, half as a video: the toolchain samples both.
     for i, scene in enumerate(scenes[: CALIB_SCENES // 2]):
         cv2.imwrite(str(frames / f"frame{i:03d}.png"), scene.image)
     height, width = scenes[0].image.shape[:2]
@@ -82,55 +81,67 @@ def _write_calibration(work: Path) -> None:
     for scene in scenes[CALIB_SCENES // 2 :]:
         writer.write(scene.image)
     writer.release()
-    for i, scene in enumerate(scenes):
-        for j, person in enumerate(scene.people):
-            crop = cv2.cvtColor(
-                square_crop(scene.image, person.fbox, modelkit.CLASSIFIER_MARGIN, 96), cv2.COLOR_RGB2BGR
-            )
-            cv2.imwrite(str(crops / f"crop{i:03d}_{j}.png"), crop)
+    crops = write_datasets(
+        toyworld.examples(scenes), work / "calib" / "sets", toyworld.DETECTOR_LABELS, toyworld.CLASSIFIER_LABELS
+    ).crops
+    return frames, crops
 
 
 def _build(work: Path) -> None:
+    import keras
+
+    import tools.convert.layers  # noqa: F401  (registers the detector's layer for loading)
     from tests import modelkit
+    from tools.convert import train
+    from tools.convert.datasets import write_datasets
+    from tools.convert.tflite import export_saved_model
 
-    modelkit.seed_everything(0)
-    train = toyworld.scenes(seed=1, count=TRAIN_SCENES)
-    _write_calibration(work)
-    (work / "detector_labels.txt").write_text("\n".join(toyworld.DETECTOR_LABELS) + "\n")
-    (work / "classifier_labels.txt").write_text("\n".join(toyworld.CLASSIFIER_LABELS) + "\n")
-    (work / "vocab.txt").write_text("\n".join(toyworld.VOCABULARY) + "\n")
-
-    detector = modelkit.train_detector(train, epochs=10)
-    modelkit.export_saved_model(detector, work / "detector.savedmodel")
-    modelkit.export_saved_model(modelkit.with_pixel_boxes(detector), work / "detector-pixels.savedmodel")
-    modelkit.train_classifier(train, epochs=3).save(work / "classifier.keras")
-    encoder, decoder = modelkit.train_captioner(train, epochs=20)
-    encoder.save(work / "encoder.keras")
-    decoder.save(work / "decoder.keras")
-
-    frames, crops, models = work / "calib" / "frames", work / "calib" / "crops", work / "models"
-    detector_labels = ["--labels", str(work / "detector_labels.txt"), "--calib", str(frames), "--calib-frames", "60"]
+    scenes = toyworld.scenes(seed=1, count=TRAIN_SCENES)
+    data = write_datasets(
+        toyworld.examples(scenes), work / "train", toyworld.DETECTOR_LABELS, toyworld.CLASSIFIER_LABELS, TRAIN_SCENES
+    )
+    frames, crops = _write_calibration(work)
+    (work / "detector.log").write_text(
+        train.detector(data.detection, data.images, modelkit.DETECTOR, _destination(work, "detector", 60), frames)
+    )
+    (work / "classifier.log").write_text(
+        train.classifier(data.crops, modelkit.CLASSIFIER, _destination(work, "classifier", 100), crops)
+    )
+    (work / "captioner.log").write_text(
+        train.captioner(data.captions, data.images, modelkit.CAPTIONER, _destination(work, "captioner", 60), frames)
+    )
+    # the same classifier with uint8 and with float inputs and outputs
     classifier = [
+        "keras",
+        "classifier",
         str(work / "classifier.keras"),
         "--labels",
         str(work / "classifier_labels.txt"),
-        "--calib",
-        str(crops),
     ]
-    classifier += ["--crop-margin", str(modelkit.CLASSIFIER_MARGIN), "--calib-frames", "100"]
-    captioner = [str(work / "encoder.keras"), str(work / "decoder.keras"), "--vocab", str(work / "vocab.txt")]
-    captioner += ["--calib", str(frames), "--calib-frames", "60", "--max-length", "8"]
-    conversions = {
-        "detector": ["detector", str(work / "detector.savedmodel"), *detector_labels, "--out", str(models)],
-        "detector-pixels": ["detector", str(work / "detector-pixels.savedmodel"), *detector_labels],
-        "classifier": ["classifier", *classifier, "--out", str(models)],
-        "classifier-uint8": ["classifier", *classifier, "--io", "uint8"],
-        "classifier-float": ["classifier", *classifier, "--io", "float"],
-        "captioner": ["captioner", *captioner, "--out", str(models)],
-    }
-    for name, args in conversions.items():
-        out = [] if "--out" in args else ["--out", str(work / name)]
-        _convert(["keras", *args, *out], work / f"{name}.log")
+    classifier += ["--calib", str(crops), "--calib-frames", "100", "--crop-margin", "0.15"]
+    for io_type in ("uint8", "float"):
+        _convert(
+            [*classifier, "--io", io_type, "--out", str(work / f"classifier-{io_type}")],
+            work / f"classifier-{io_type}.log",
+        )
+    # the same detector with boxes in input pixels
+    twin = modelkit.with_pixel_boxes(keras.models.load_model(work / "detector.keras"))
+    export_saved_model(twin, work / "detector-pixels.savedmodel")
+    pixels = [
+        "keras",
+        "detector",
+        str(work / "detector-pixels.savedmodel"),
+        "--labels",
+        str(work / "detector_labels.txt"),
+    ]
+    pixels += ["--calib", str(frames), "--calib-frames", "60", "--out", str(work / "detector-pixels")]
+    _convert(pixels, work / "detector-pixels.log")
+
+
+def _destination(work: Path, slot: str, calib_frames: int) -> Any:
+    from tools.convert.train import Destination
+
+    return Destination(work, work / "models", f"toy {slot} (tests/conftest.py)", calib_frames)
 
 
 @pytest.fixture(autouse=True)

@@ -148,7 +148,7 @@ def bad_param(folder: Path) -> None:
     _save(folder, data)
 
 
-REGENERATE = r"regenerate it with: python -m tools\.convert keras"
+REGENERATE = r"regenerate it with: toy"  # the command the toy models record (tests/conftest.py)
 DAMAGE: list[tuple[Callable[[Path], None], str]] = [
     (no_manifest, r"manifest\.json: no model manifest here; make the models with: python -m tools\.convert --help"),
     (missing_model, rf"classifier\.tflite: missing; {REGENERATE} classifier"),

@@ -20,4 +20,3 @@ def test_the_heavy_toolchain_is_only_in_the_convert_extra() -> None:
         if requirement.name.lower() in heavy:
             assert requirement.marker is not None
             assert 'extra == "convert"' in str(requirement.marker)
-

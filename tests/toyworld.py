@@ -6,12 +6,14 @@ tiny models learn it in seconds, so that tests can assert what the models find.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from appliance.inference.imaging import Box, Image
+from tools.convert.datasets import Example
 
 COLOURS = {"red": (40, 40, 220), "green": (40, 200, 40), "blue": (220, 60, 40)}  # BGR
 DETECTOR_LABELS = ("person", "bag")
@@ -123,3 +125,15 @@ def make_scene(rng: np.random.Generator, height: int = 120, width: int = 160) ->
 def scenes(seed: int, count: int, height: int = 120, width: int = 160) -> list[Scene]:
     rng = np.random.default_rng(seed)
     return [make_scene(rng, height, width) for _ in range(count)]
+
+
+def examples(toy: list[Scene]) -> Iterator[Example]:
+    """The scenes as the toolchain's data sets see them: persons and bags to detect, person crops
+    labelled by the toy rule, captions."""
+    for scene in toy:
+        yield Example(
+            scene.image,
+            [(thing.fbox, thing.label, False) for thing in scene.things],
+            [(p.fbox, "violence" if p.colour == "red" else "normal") for p in scene.people],
+            scene.caption,
+        )

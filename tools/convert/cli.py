@@ -7,6 +7,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from appliance.errors import ApplianceError
 from appliance.inference.manifest import default_models_dir
@@ -35,6 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn trained models into the full-integer int8 TFLite files and manifest the appliance runs.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_keras(commands)
+    _add_training(commands)
+    _add_reference(commands)
+    return parser
+
+
+Commands = Any  # argparse's private _SubParsersAction
+
+
+def _add_keras(commands: Commands) -> None:
     keras = commands.add_parser(
         "keras",
         help="convert a Keras model or SavedModel to int8 TFLite for one slot, validate it, update the manifest",
@@ -45,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     slots = keras.add_subparsers(dest="slot", required=True, metavar="SLOT")
 
     def slot_parser(name: str, help: str) -> argparse.ArgumentParser:
-        sub = slots.add_parser(name, help=help, description=help)
+        sub: argparse.ArgumentParser = slots.add_parser(name, help=help, description=help)
         sub.add_argument(
             "--calib", type=Path, required=True, metavar="DIR", help="images and/or videos to calibrate on"
         )
@@ -89,7 +100,69 @@ def build_parser() -> argparse.ArgumentParser:
     captioner.add_argument("--start-token", default="<start>", metavar="TOKEN")
     captioner.add_argument("--end-token", default="<end>", metavar="TOKEN")
     captioner.add_argument("--max-length", type=_positive, default=20, metavar="N", help="longest caption in tokens")
-    return parser
+
+
+def _add_training(commands: Commands) -> None:
+    def training_parser(name: str, help: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help)
+        sub.add_argument(
+            "--work", type=Path, default=Path("work") / name, metavar="DIR", help="where the trained Keras model goes"
+        )
+        sub.add_argument(
+            "--out", type=Path, default=default_models_dir(), metavar="DIR", help="models folder to update"
+        )
+        sub.add_argument(
+            "--calib", type=Path, metavar="DIR", help="calibration images or videos (default: the training images)"
+        )
+        sub.add_argument("--calib-frames", type=_positive, default=300, metavar="N", help="frames to calibrate on")
+        sub.add_argument("--epochs", type=_positive, metavar="N", help="training epochs")
+        sub.add_argument("--resume", action="store_true", help="keep a model already trained in --work")
+        return sub
+
+    detector_training = training_parser(
+        "detector", "train the small yolov8-contract person detector on a COCO detection file, then convert it"
+    )
+    detector_training.add_argument("--coco", type=Path, required=True, metavar="FILE", help="COCO instances JSON")
+    detector_training.add_argument("--images", type=Path, required=True, metavar="DIR", help="the images it names")
+    detector_training.add_argument("--size", type=_positive, default=192, help="input size in pixels (default 192)")
+
+    classifier_training = training_parser(
+        "classifier",
+        "train a MobileNetV2 classifier on a folder with one subfolder of person crops per label, then convert it",
+    )
+    classifier_training.add_argument("dataset", type=Path, help="folder with one subfolder per label")
+    classifier_training.add_argument("--size", type=_positive, default=96, help="input size in pixels (default 96)")
+    classifier_training.add_argument(
+        "--weights", type=Path, metavar="FILE", help="MobileNetV2 ImageNet weights (.h5) to start from"
+    )
+
+    captioner_training = training_parser(
+        "captioner", "train the encoder and attention-GRU decoder on a COCO captions file, then convert them"
+    )
+    captioner_training.add_argument("--captions", type=Path, required=True, metavar="FILE", help="COCO captions JSON")
+    captioner_training.add_argument("--images", type=Path, required=True, metavar="DIR", help="the images it names")
+    captioner_training.add_argument(
+        "--max-length", type=_positive, default=16, metavar="N", help="longest caption in tokens"
+    )
+
+
+def _add_reference(commands: Commands) -> None:
+    reference = commands.add_parser(
+        "reference",
+        help="make the reference models from the synthetic world, from scratch, and their model card",
+        description="Render synthetic training and held-out sets, train the three models, convert them to int8, "
+        "measure float and int8 and write the models, metrics.json and the model card (models/README.md).",
+    )
+    reference.add_argument(
+        "--work", type=Path, default=Path("work") / "reference", metavar="DIR", help="data sets and trained models"
+    )
+    reference.add_argument(
+        "--out", type=Path, default=default_models_dir(), metavar="DIR", help="models folder to write"
+    )
+    reference.add_argument(
+        "--quick", action="store_true", help="a few minutes on tiny data: checks the chain, makes weak models"
+    )
+    reference.add_argument("--fresh", action="store_true", help="start over instead of going on from --work")
 
 
 def _keras(args: argparse.Namespace, command: str) -> int:
@@ -122,12 +195,49 @@ def _keras(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+def _training(args: argparse.Namespace, command: str) -> int:
+    from dataclasses import replace
+
+    from tools.convert import train
+    from tools.convert.train_captioner import CaptionerRecipe
+    from tools.convert.train_classifier import ClassifierRecipe
+    from tools.convert.train_detector import DetectorRecipe
+
+    to = train.Destination(args.work, args.out, command, args.calib_frames, resume=args.resume)
+    epochs = {"epochs": args.epochs} if args.epochs else {}
+    if args.command == "detector":
+        summary = train.detector(
+            args.coco, args.images, replace(DetectorRecipe(size=args.size), **epochs), to, args.calib
+        )
+    elif args.command == "classifier":
+        classifier = replace(ClassifierRecipe(size=args.size, weights=args.weights), **epochs)
+        summary = train.classifier(args.dataset, classifier, to, args.calib)
+    else:
+        captioner = replace(CaptionerRecipe(max_length=args.max_length), **epochs)
+        summary = train.captioner(args.captions, args.images, captioner, to, args.calib)
+    print(summary)
+    print(f"updated {args.out / 'manifest.json'}")
+    return 0
+
+
+def _reference(args: argparse.Namespace) -> int:
+    from tools.convert.reference import QUICK, Plan, run_reference
+
+    run_reference(args.work, args.out, QUICK if args.quick else Plan(), fresh=args.fresh)
+    print(f"wrote the reference models, metrics.json and README.md to {args.out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(arguments)
     command = "python -m tools.convert " + shlex.join(arguments)
     try:
-        return _keras(args, command)
+        if args.command == "keras":
+            return _keras(args, command)
+        if args.command == "reference":
+            return _reference(args)
+        return _training(args, command)
     except ConvertError as error:
         print(f"tools.convert: {error}", file=sys.stderr)
         return 2

@@ -41,6 +41,7 @@ class Request:
     io: str
     threads: int
     command: str
+    float_out: Path | None = None  # where to publish the float models too (a models folder of their own)
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def run(request: Request) -> Report:
             samples = conversion.samples(role, float_models, calibration, params, request.data)
             sample_counts[role] = len(samples)
             convert(saved[role], int8_dir / name, samples, request.io)
-        _stage(request, float_dir, "float32", params)
+        float_entry = _stage(request, float_dir, "float32", params)
         entry = _stage(request, int8_dir, "int8", params)
 
         settings = conversion.validation_settings(request.data, request.threads)
@@ -109,9 +110,9 @@ def run(request: Request) -> Report:
             role: ((float_dir / name).stat().st_size, (int8_dir / name).stat().st_size)
             for role, name in conversion.model_files.items()
         }
-        request.out.mkdir(parents=True, exist_ok=True)
-        for name in [*conversion.model_files.values(), *conversion.data_files.values()]:
-            _copy_atomically(int8_dir / name, request.out / name)
+        _publish(int8_dir, request.out, conversion, entry)
+        if request.float_out is not None:
+            _publish(float_dir, request.float_out, conversion, float_entry)
 
     metadata = request.out / f"{slot}.json"
     record = {
@@ -136,6 +137,13 @@ def run(request: Request) -> Report:
         "manifest_entry": entry.to_json(),
     }
     metadata.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    manifest = read_manifest(request.out) if (request.out / MANIFEST_NAME).exists() else Manifest(request.out, {})
-    write_manifest(Manifest(request.out, {**manifest.slots, slot: entry}))
     return Report(entry, agreement, metadata, sizes)
+
+
+def _publish(staged: Path, out: Path, conversion: SlotConversion, entry: SlotEntry) -> None:
+    """Copy a slot's files from ``staged`` into the models folder ``out`` and enter it in its manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in [*conversion.model_files.values(), *conversion.data_files.values()]:
+        _copy_atomically(staged / name, out / name)
+    manifest = read_manifest(out) if (out / MANIFEST_NAME).exists() else Manifest(out, {})
+    write_manifest(Manifest(out, {**manifest.slots, conversion.slot: entry}))

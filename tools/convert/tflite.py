@@ -44,21 +44,30 @@ def as_saved_model(source: Path, workdir: Path) -> Path:
         raise ConvertError(f"{source}: expected a Keras model (.keras) or a SavedModel folder")
     if not source.is_file():
         raise ConvertError(f"{source}: no such file")
-    tf = _tf()
+    _tf()
     import keras
 
-    target = workdir / f"{source.stem}.savedmodel"
+    import tools.convert.layers  # noqa: F401  (registers the toolchain's own layers for loading)
+
     with captured_native_output():
         try:
             model = keras.models.load_model(source, compile=False)
         except Exception as error:
             raise ConvertError(f"{source}: Keras cannot load it: {error}") from None
+    return export_saved_model(model, workdir / f"{source.stem}.savedmodel", str(source))
 
-        def spec(tensor: Any) -> Any:
-            if any(size is None for size in tensor.shape[1:]):
-                raise ConvertError(f"{source}: input {tensor.name!r} has shape {tensor.shape}; give it a fixed size")
-            return tf.TensorSpec((1, *tensor.shape[1:]), tensor.dtype, name=tensor.name)
 
+def export_saved_model(model: Any, target: Path, source: str = "the model") -> Path:
+    """``model`` as a SavedModel with a batch-1 serving signature named by its Keras inputs and outputs."""
+    tf = _tf()
+    import keras
+
+    def spec(tensor: Any) -> Any:
+        if any(size is None for size in tensor.shape[1:]):
+            raise ConvertError(f"{source}: input {tensor.name!r} has shape {tensor.shape}; give it a fixed size")
+        return tf.TensorSpec((1, *tensor.shape[1:]), tensor.dtype, name=tensor.name)
+
+    with captured_native_output():
         archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint("serve", model.__call__, input_signature=[keras.tree.map_structure(spec, model.input)])

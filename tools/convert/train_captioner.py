@@ -1,0 +1,207 @@
+"""Train the captioner, an encoder and an attention-GRU step decoder, on a COCO captions file.
+
+The encoder turns the whole frame (stretched to its input, 0..1) into a grid of feature vectors;
+the decoder, one token per call, attends over the grid (Bahdanau) with its hidden state, feeds
+the attended features and the previous word to a GRU cell and scores the next word. Training
+uses teacher forcing on whole captions; the vocabulary keeps the most frequent words with
+<pad>, <start>, <end> and <unk>.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import tensorflow as tf
+
+from appliance.inference.imaging import stretch
+from tools.convert.datasets import read_image
+from tools.convert.progress import progress
+from tools.convert.training import fast_batchnorm
+
+SPECIAL = ("<pad>", "<start>", "<end>", "<unk>")
+
+
+@dataclass(frozen=True)
+class CaptionerRecipe:
+    width: int = 192
+    height: int = 144
+    features: int = 96  # per grid cell
+    attention: int = 96
+    hidden: int = 192
+    embedding: int = 64
+    vocabulary: int = 5000  # most words kept
+    max_length: int = 16  # tokens of a caption, the end token included
+    epochs: int = 20
+    batch: int = 64
+    learning_rate: float = 3e-3
+    patience: int = 3
+    seed: int = 0
+
+
+def build_vocabulary(captions: Sequence[str], size: int) -> list[str]:
+    counts = Counter(word for caption in captions for word in caption.split())
+    words = sorted(counts, key=lambda w: (-counts[w], w))[: max(0, size - len(SPECIAL))]
+    return [*SPECIAL, *words]
+
+
+def tokens(caption: str, vocabulary: Sequence[str], max_length: int) -> list[int]:
+    """<start>, the words (unknown ones as <unk>), <end>, padded to max_length + 1."""
+    index = {word: i for i, word in enumerate(vocabulary)}
+    words = caption.split()[: max_length - 1]
+    ids = [index["<start>"], *(index.get(w, index["<unk>"]) for w in words), index["<end>"]]
+    return ids + [index["<pad>"]] * (max_length + 1 - len(ids))
+
+
+def _conv(x: tf.Tensor, filters: int, stride: int = 1) -> tf.Tensor:
+    x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    return keras.layers.ReLU()(x)
+
+
+def build_encoder(recipe: CaptionerRecipe) -> keras.Model:
+    """Image [1, H, W, 3] in 0..1 to features [1, H/16 * W/16, D]."""
+    image = keras.Input((recipe.height, recipe.width, 3), name="image")
+    x = _conv(image, 24, 2)
+    x = _conv(_conv(x, 32, 2), 32)
+    x = _conv(_conv(x, 64, 2), 64)
+    x = _conv(_conv(x, recipe.features, 2), recipe.features)
+    features = keras.layers.Reshape((-1, recipe.features), name="features")(x)
+    return fast_batchnorm(keras.Model(image, features, name="encoder"))
+
+
+def build_decoder(cells: int, words: int, recipe: CaptionerRecipe) -> keras.Model:
+    """One step: features, previous token, hidden state -> logits of the next token, new hidden state."""
+    features = keras.Input((cells, recipe.features), name="features")
+    token = keras.Input((1,), dtype="int32", name="token")
+    hidden = keras.Input((recipe.hidden,), name="hidden")
+    keys = keras.layers.Dense(recipe.attention)(features)
+    query = keras.layers.Reshape((1, recipe.attention))(keras.layers.Dense(recipe.attention)(hidden))
+    scores = keras.layers.Dense(1)(keras.layers.Activation("tanh")(keras.layers.Add()([keys, query])))
+    weights = keras.layers.Softmax(axis=1)(scores)
+    context = keras.layers.Reshape((recipe.features,))(keras.layers.Dot(axes=1)([weights, features]))
+    embedded = keras.layers.Reshape((recipe.embedding,))(keras.layers.Embedding(words, recipe.embedding)(token))
+    output, state = keras.layers.GRUCell(recipe.hidden)(keras.layers.Concatenate()([embedded, context]), [hidden])
+    new_state = state[0] if isinstance(state, list | tuple) else state
+    logits = keras.layers.Dense(words, name="logits")(keras.layers.Concatenate()([output, context]))
+    return keras.Model(
+        {"features": features, "token": token, "hidden": hidden},
+        {"logits": logits, "new_hidden": keras.layers.Identity(name="new_hidden")(new_state)},
+        name="decoder",
+    )
+
+
+def prepare(
+    pairs: Sequence[tuple[Path, Sequence[str]]], recipe: CaptionerRecipe
+) -> tuple[npt.NDArray[np.uint8], list[str], list[int]]:
+    """Stretched RGB images, and every caption with the index of its image."""
+    images = np.empty((len(pairs), recipe.height, recipe.width, 3), np.uint8)
+    texts, owners = [], []
+    for i, (path, captions) in enumerate(progress(iterable=pairs, desc="resizing")):
+        images[i] = stretch(read_image(path), recipe.width, recipe.height)
+        texts += list(captions)
+        owners += [i] * len(captions)
+    return images, texts, owners
+
+
+@dataclass
+class Captioner:
+    encoder: keras.Model
+    decoder: keras.Model
+    vocabulary: list[str]
+    losses: list[tuple[float, float]]  # (training, validation) per epoch
+
+
+class _TeacherForcing:
+    """The training and validation steps: whole captions fed word by word, the loss on every next word."""
+
+    def __init__(self, encoder: keras.Model, decoder: keras.Model, recipe: CaptionerRecipe, pad: int) -> None:
+        self.encoder, self.decoder, self.recipe, self.pad = encoder, decoder, recipe, pad
+        self.variables = encoder.trainable_variables + decoder.trainable_variables
+        self.optimizer = keras.optimizers.Adam(recipe.learning_rate)
+        self.train_step = tf.function(self._train_step, reduce_retracing=True)
+        self.validation_step = tf.function(self._validation_step, reduce_retracing=True)
+
+    def _loss(self, pixels: tf.Tensor, batch_tokens: tf.Tensor, training: bool) -> tf.Tensor:
+        features = self.encoder(pixels, training=training)
+        state = tf.zeros((tf.shape(pixels)[0], self.recipe.hidden))
+        total, count = tf.constant(0.0), tf.constant(0.0)
+        for t in range(self.recipe.max_length):
+            out = self.decoder(
+                {"features": features, "token": batch_tokens[:, t : t + 1], "hidden": state}, training=training
+            )
+            state = out["new_hidden"]
+            target = batch_tokens[:, t + 1]
+            mask = tf.cast(target != self.pad, tf.float32)
+            loss = keras.losses.sparse_categorical_crossentropy(target, out["logits"], from_logits=True)
+            total += tf.reduce_sum(loss * mask)
+            count += tf.reduce_sum(mask)
+        return total / count
+
+    def _train_step(self, batch_images: tf.Tensor, batch_tokens: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        gain = tf.random.stateless_uniform([tf.shape(batch_images)[0], 1, 1, 1], seed, 0.75 / 255.0, 1.25 / 255.0)
+        pixels = tf.clip_by_value(tf.cast(batch_images, tf.float32) * gain, 0.0, 1.0)
+        with tf.GradientTape() as tape:
+            loss = self._loss(pixels, batch_tokens, training=True)
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, self.variables), self.variables, strict=True))
+        return loss
+
+    def _validation_step(self, batch_images: tf.Tensor, batch_tokens: tf.Tensor) -> tf.Tensor:
+        return self._loss(tf.cast(batch_images, tf.float32) / 255.0, batch_tokens, training=False)
+
+
+def train_captioner(pairs: Sequence[tuple[Path, Sequence[str]]], recipe: CaptionerRecipe) -> Captioner:
+    keras.utils.set_random_seed(recipe.seed)
+    tf.config.experimental.enable_op_determinism()
+    images, texts, owners = prepare(pairs, recipe)
+    vocabulary = build_vocabulary(texts, recipe.vocabulary)
+    sequences = np.array([tokens(t, vocabulary, recipe.max_length) for t in texts], np.int32)
+    owner = np.array(owners)
+    held = owner % 20 == 19  # 5 % of the images, with all their captions, for the validation loss
+    encoder = build_encoder(recipe)
+    decoder = build_decoder(encoder.output.shape[1], len(vocabulary), recipe)
+    steps = _TeacherForcing(encoder, decoder, recipe, vocabulary.index("<pad>"))
+
+    rng = np.random.default_rng(recipe.seed)
+    train_rows, held_rows = np.flatnonzero(~held), np.flatnonzero(held)
+    losses: list[tuple[float, float]] = []
+    best, best_weights, waited = np.inf, None, 0
+    bar = progress(total=recipe.epochs, desc="training captioner")
+    for epoch in range(recipe.epochs):
+        order = rng.permutation(train_rows)
+        running = [
+            float(
+                steps.train_step(
+                    tf.constant(images[owner[rows]]), tf.constant(sequences[rows]), tf.constant([epoch, i], tf.int64)
+                )
+            )
+            for i, rows in enumerate(np.array_split(order, max(1, int(np.ceil(len(order) / recipe.batch)))))
+        ]
+        checks = [
+            float(steps.validation_step(tf.constant(images[owner[rows]]), tf.constant(sequences[rows])))
+            for rows in np.array_split(held_rows, max(1, len(held_rows) // recipe.batch))
+            if len(rows)
+        ]
+        losses.append((float(np.mean(running)), float(np.mean(checks)) if checks else float("nan")))
+        bar.set_postfix(loss=f"{losses[-1][0]:.4f}", val_loss=f"{losses[-1][1]:.4f}")
+        bar.update()
+        if losses[-1][1] < best - 1e-4:
+            best, best_weights, waited = losses[-1][1], (encoder.get_weights(), decoder.get_weights()), 0
+        else:
+            waited += 1
+            if waited >= recipe.patience:
+                break
+    bar.close()
+    if best_weights is not None:
+        encoder.set_weights(best_weights[0])
+        decoder.set_weights(best_weights[1])
+    return Captioner(encoder, decoder, vocabulary, losses)
