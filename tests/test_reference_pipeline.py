@@ -1,0 +1,48 @@
+"""``python -m tools.convert reference`` end to end, on its quick plan: tiny data, weak models.
+
+The committed reference models take tens of minutes to make; this proves, in a few, that the one
+command still goes from nothing to a models folder the appliance loads, with metrics and a card.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+from appliance.inference.loader import load_models
+from appliance.inference.settings import InferenceSettings
+from tools.convert.cli import main
+from tools.convert.model_card import card
+
+
+def test_the_reference_command_makes_a_models_folder_from_nothing(tmp_path: Path) -> None:
+    work, out = tmp_path / "work", tmp_path / "models"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = main(["reference", "--quick", "--work", str(work), "--out", str(out)])
+    assert status == 0
+    assert f"wrote the reference models, metrics.json and README.md to {out}" in printed.getvalue()
+    models = load_models(out, InferenceSettings(threads=1))
+    assert models.detector is not None
+    assert models.classifier is not None
+    assert models.captioner is not None
+    assert models.classifier.labels == ("fall", "normal", "violence")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["plan"] == {"train_images": 200, "held_out_images": 40, "seed": 1, "scenario_every": 25}
+    for kind in ("float", "int8"):
+        assert metrics[kind]["detector"]["held_out"]["images"] == 40
+        assert metrics[kind]["classifier"]["crops"] > 0
+        assert metrics[kind]["captioner"]["frames"] == 40
+    assert (out / "README.md").read_text() == card(out, metrics)
+    assert (work / "float-models" / "manifest.json").exists()
+
+    # a second run goes on from the work folder: nothing is trained again
+    for marker in ("detector.trained", "classifier.trained", "captioner.trained"):
+        (work / marker).write_text("kept")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["reference", "--quick", "--work", str(work), "--out", str(out)]) == 0
+    assert all(
+        (work / m).read_text() == "kept" for m in ("detector.trained", "classifier.trained", "captioner.trained")
+    )

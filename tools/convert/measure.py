@@ -1,0 +1,107 @@
+"""The model card's measurements of a models folder: held-out synthetic images and the scenarios.
+
+No TensorFlow here: the models run through the appliance's own inference (LiteRT), which is how
+a test re-measures the committed models.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from appliance.config import Config
+from appliance.inference.captioner import CaptionerSettings
+from appliance.inference.detector import DetectorSettings
+from appliance.inference.imaging import Image
+from appliance.inference.loader import Models, load_models
+from appliance.inference.settings import InferenceSettings
+from appliance.sim.render import PersonTruth, Renderer
+from appliance.sim.scenario import list_scenarios
+from tools.convert import ConvertError
+from tools.convert.datasets import read_image
+from tools.convert.evaluate import TruthBox, evaluate_captioner, evaluate_classifier, evaluate_detector
+from tools.convert.synthetic import SyntheticSet, behaviour
+
+EMPTY_SCENARIO = "empty-lighting"
+CURVE_SCORE = 0.05  # the detector reports down to this score when its AP is measured
+
+
+def _held_out(test: SyntheticSet) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = json.loads(test.truth.read_text())["frames"]
+    return frames
+
+
+def _image(test: SyntheticSet, frame: dict[str, Any]) -> Image:
+    return read_image(test.images / frame["file"])
+
+
+def _people(frame: dict[str, Any]) -> list[PersonTruth]:
+    return [PersonTruth.from_json(p) for p in frame["people"]]
+
+
+def _boxes(frame: dict[str, Any]) -> list[TruthBox]:
+    return [TruthBox(p.box, p.ignore) for p in _people(frame)]
+
+
+def scenario_frames(every: int, empty: bool) -> Iterator[tuple[Image, list[TruthBox]]]:
+    """Every ``every``-th frame of each camera of the shipped scenarios with people (or of the empty one)."""
+    for scenario in list_scenarios():
+        if (scenario.name == EMPTY_SCENARIO) != empty:
+            continue
+        for view in range(len(scenario.cameras)):
+            renderer = Renderer(scenario, view, seed=0)
+            for index in range(0, scenario.frames, every):
+                frame = renderer.frame(index)
+                yield frame.image, [TruthBox(p.box, p.ignore) for p in frame.truth.people]
+
+
+def scenario_seconds(every: int, empty: bool) -> tuple[int, float]:
+    """How many frames ``scenario_frames`` yields, and how many seconds of video they stand for."""
+    frames, seconds = 0, 0.0
+    for scenario in list_scenarios():
+        if (scenario.name == EMPTY_SCENARIO) == empty:
+            frames += len(scenario.cameras) * len(range(0, scenario.frames, every))
+            seconds += len(scenario.cameras) * scenario.duration
+    return frames, seconds
+
+
+def measure(folder: Path, test: SyntheticSet, scenario_every: int, limit: int | None = None) -> dict[str, Any]:
+    """Every metric of the model card for the models in ``folder``, on the held-out set (its first
+    ``limit`` images when given) and on the shipped scenarios."""
+    defaults = Config()
+    settings = InferenceSettings(
+        threads=2,
+        detector=DetectorSettings(labels=("person",), score_threshold=CURVE_SCORE, iou_threshold=defaults.detect_iou),
+        captioner=CaptionerSettings(beam_width=defaults.caption_beam, length_penalty=defaults.caption_length_penalty),
+    )
+    models: Models = load_models(folder, settings)
+    if models.detector is None or models.classifier is None or models.captioner is None:
+        raise ConvertError(f"{folder}: the model card measures a detector, a classifier and a captioner")
+    frames = _held_out(test)[:limit]
+    operating = defaults.detect_score
+    held = evaluate_detector(models.detector, ((_image(test, f), _boxes(f)) for f in frames), operating, len(frames))
+    count, _ = scenario_seconds(scenario_every, empty=False)
+    scenes = evaluate_detector(models.detector, scenario_frames(scenario_every, empty=False), operating, count)
+    empty_count, empty_seconds = scenario_seconds(scenario_every, empty=True)
+    empty = evaluate_detector(models.detector, scenario_frames(scenario_every, empty=True), operating, empty_count)
+    seconds_scored = empty_seconds / scenario_every
+    people = [(f, p) for f in frames for p in _people(f) if not p.ignore]
+    crops = ((_image(test, f), p.box, behaviour(p)) for f, p in people)
+    classifier = evaluate_classifier(models.classifier, crops, len(people))
+    captioner = evaluate_captioner(models.captioner, ((_image(test, f), f["caption"]) for f in frames), len(frames))
+    return {
+        "detector": {
+            "held_out": held.to_json(),
+            "scenarios": scenes.to_json(),
+            "empty": {
+                **empty.to_json(),
+                "seconds": seconds_scored,
+                "false_positives_per_hour": empty.false_positives * 3600 / seconds_scored,
+            },
+            "operating_score": operating,
+        },
+        "classifier": classifier.to_json(),
+        "captioner": captioner.to_json(),
+    }

@@ -1,0 +1,89 @@
+"""``python -m tools.convert reference``: the reference models, from nothing, deterministically.
+
+Renders a training set and a held-out set from the synthetic world (as ordinary data sets on
+disk), trains the detector, the classifier and the captioner on them with the same trainers a
+user runs on real data, converts each to int8 with the same conversion (float copies kept),
+measures float and int8 through the appliance's own inference on the held-out set and on the
+shipped scenarios, and writes ``models/``: the models, ``metrics.json`` and the model card.
+
+Each stage leaves its result in the work folder and is skipped when that result is there, so an
+interrupted run goes on where it stopped; ``--fresh`` starts over.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tools.convert import train as train_slot
+from tools.convert.measure import measure
+from tools.convert.model_card import write_card
+from tools.convert.synthetic import SyntheticSet, write_synthetic
+from tools.convert.train import Destination
+from tools.convert.train_captioner import CaptionerRecipe
+from tools.convert.train_classifier import ClassifierRecipe
+from tools.convert.train_detector import DetectorRecipe
+
+COMMAND = "python -m tools.convert reference"
+
+
+@dataclass(frozen=True)
+class Plan:
+    # Sized for about an hour and a half on two CPU cores.
+    train: int = 6000  # training images
+    test: int = 500  # held-out images
+    seed: int = 1
+    scenario_every: int = 2  # every n-th frame of the scenarios is scored
+    detector: DetectorRecipe = field(default_factory=lambda: DetectorRecipe(epochs=15))
+    classifier: ClassifierRecipe = field(default_factory=ClassifierRecipe)
+    captioner: CaptionerRecipe = field(default_factory=CaptionerRecipe)
+
+
+# A run of minutes, not tens of minutes: proves the chain works, makes weak models.
+QUICK = Plan(
+    train=200,
+    test=40,
+    scenario_every=25,
+    detector=DetectorRecipe(epochs=1),
+    classifier=ClassifierRecipe(epochs=1),
+    captioner=CaptionerRecipe(epochs=1),
+)
+
+
+def _synthetic(work: Path, name: str, seed: int, count: int) -> SyntheticSet:
+    folder = work / name
+    marker = work / f"{name}.done"
+    if not marker.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        write_synthetic(folder, seed, count)
+        marker.write_text(json.dumps({"seed": seed, "count": count}))
+    return SyntheticSet(folder)
+
+
+def run_reference(work: Path, out: Path, plan: Plan, fresh: bool = False) -> dict[str, Any]:
+    if fresh:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "plan.json").write_text(json.dumps(asdict(plan), indent=2, default=str))
+    train = _synthetic(work, "train", plan.seed, plan.train)
+    test = _synthetic(work, "test", plan.seed + 1, plan.test)
+    to = Destination(work, out, COMMAND, float_out=work / "float-models", resume=True)
+    print(train_slot.detector(train.detection, train.images, plan.detector, to))
+    print(train_slot.classifier(train.crops, plan.classifier, to))
+    print(train_slot.captioner(train.captions, train.images, plan.captioner, to))
+    metrics = {
+        "plan": {
+            "train_images": plan.train,
+            "held_out_images": plan.test,
+            "seed": plan.seed,
+            "scenario_every": plan.scenario_every,
+        },
+        "float": measure(work / "float-models", test, plan.scenario_every),
+        "int8": measure(out, test, plan.scenario_every),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_card(out, metrics)
+    return metrics
