@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
-from appliance.errors import ConfigError
+from appliance.cameras.uri import CameraUri, describe_accepted
+from appliance.errors import ConfigError, InvalidValueError
 
 PREFIX = "APPLIANCE_"
 
@@ -37,6 +38,10 @@ class Kind(ABC, Generic[T]):
     @abstractmethod
     def parse(self, text: str) -> T:
         """The value of ``text``; raises ValueError when it is not accepted."""
+
+    def format(self, value: T) -> str:
+        """``value`` as the env file writes it; parses back to ``value``."""
+        return str(value)
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,9 @@ class Words(Kind[tuple[str, ...]]):
             raise ValueError("empty name")
         return words
 
+    def format(self, value: tuple[str, ...]) -> str:
+        return ",".join(value)
+
 
 @dataclass(frozen=True)
 class OptionalPath(Kind["Path | None"]):
@@ -110,6 +118,86 @@ class OptionalPath(Kind["Path | None"]):
     def parse(self, text: str) -> Path | None:
         text = text.strip()
         return Path(text) if text else None
+
+
+@dataclass(frozen=True)
+class Flag(Kind[bool]):
+    @property
+    def accepts(self) -> str:
+        return "1 or 0 (also yes/no, true/false, on/off)"
+
+    def parse(self, text: str) -> bool:
+        value = text.strip().lower()
+        if value in ("1", "yes", "true", "on"):
+            return True
+        if value in ("0", "no", "false", "off"):
+            return False
+        raise ValueError("not a flag")
+
+    def format(self, value: bool) -> str:
+        return "1" if value else "0"
+
+
+@dataclass(frozen=True)
+class Text(Kind[str]):
+    """Any text, possibly empty; surrounding blanks are removed."""
+
+    @property
+    def accepts(self) -> str:
+        return "any text, or nothing"
+
+    def parse(self, text: str) -> str:
+        return text.strip()
+
+
+@dataclass(frozen=True)
+class Name(Kind[str]):
+    """A word fit for an MQTT topic level and a Home Assistant id; empty when ``optional``."""
+
+    optional: bool = False
+
+    @property
+    def accepts(self) -> str:
+        word = "letters, digits, '-' and '_' (no spaces, '/', '+' or '#')"
+        return f"nothing, or {word}" if self.optional else word
+
+    def parse(self, text: str) -> str:
+        value = text.strip()
+        if not value and self.optional:
+            return value
+        if not value or not all(c.isascii() and (c.isalnum() or c in "-_") for c in value):
+            raise ValueError("not a name")
+        return value
+
+
+@dataclass(frozen=True)
+class CameraSlot(Kind["CameraUri | None"]):
+    @property
+    def accepts(self) -> str:
+        return describe_accepted()
+
+    def parse(self, text: str) -> CameraUri | None:
+        return CameraUri.parse(text) if text.strip() else None
+
+    def format(self, value: CameraUri | None) -> str:
+        return value.text if value is not None else ""
+
+
+@dataclass(frozen=True)
+class Size(Kind[tuple[int, int]]):
+    @property
+    def accepts(self) -> str:
+        return "WIDTHxHEIGHT, each from 64 to 4096 and even, as in 640x480"
+
+    def parse(self, text: str) -> tuple[int, int]:
+        width, x, height = text.strip().lower().partition("x")
+        size = (int(width), int(height)) if x else (0, 0)
+        if not all(64 <= v <= 4096 and v % 2 == 0 for v in size):
+            raise ValueError("not a size")
+        return size
+
+    def format(self, value: tuple[int, int]) -> str:
+        return f"{value[0]}x{value[1]}"
 
 
 @dataclass(frozen=True)
@@ -153,6 +241,88 @@ class Config:
         Float(0.0, 2.0), "0.7", "Beam search ranks captions by log-probability / length^this; 0 favours short captions."
     )
 
+    camera_0: CameraUri | None = setting(
+        CameraSlot(), "picamera2:0", "Camera 0 (see Cameras); empty: no camera in this slot."
+    )
+    camera_1: CameraUri | None = setting(CameraSlot(), "", "Camera 1, as camera 0; empty: no second camera.")
+    camera_0_name: str = setting(Name(), "cam0", "Camera 0's name in MQTT topics, clip names and Home Assistant.")
+    camera_1_name: str = setting(Name(), "cam1", "Camera 1's name, as camera 0's.")
+    camera_size: tuple[int, int] = setting(
+        Size(), "640x480", "Frame size asked of picamera2 and V4L2 cameras (files, streams and sim keep their own)."
+    )
+    camera_fps: float = setting(
+        Float(1.0, 60.0), "10", "Frame rate asked of picamera2 and V4L2 cameras, and of recorded clips."
+    )
+    detect_fps: float = setting(
+        Float(0.2, 60.0), "8", "Detections per second, all cameras together (round robin between them)."
+    )
+    idle_detect_every: float = setting(
+        Float(0.5, 600.0), "5", "Seconds between detections on a camera whose scene is still and empty."
+    )
+    motion_share: float = setting(
+        Float(0.0, 1.0), "0.004", "Share of a camera's tiny grey image that must change for motion; 0: always detect."
+    )
+    presence_hits: int = setting(Int(1, 30), "2", "A person is present after this many positive detections ...")
+    presence_window: int = setting(Int(1, 30), "4", "... among this many latest detections of the camera.")
+    presence_hold: float = setting(
+        Float(0.5, 600.0), "6", "Seconds without a person after which the camera's person is absent."
+    )
+    presence_score: float = setting(
+        Float(0.01, 1.0), "0.5", "Least detector score of a box that makes a person present."
+    )
+    presence_min_area: float = setting(
+        Float(0.0, 1.0), "0.001", "Least box area, as a share of the frame, that makes a person present."
+    )
+    trigger: str = setting(
+        Choice(("any", "both")),
+        "any",
+        "`any`: each camera's person starts its own event; `both`: events start only while both cameras see a person.",
+    )
+    keyframe_every: float = setting(
+        Float(0.5, 600.0), "4", "Seconds between captions (and classifications) during an event."
+    )
+    alert_labels: tuple[str, ...] = setting(
+        Words(), "violence", "Classifier labels that raise an alert when their smoothed score passes the threshold."
+    )
+    alert_score: float = setting(
+        Float(0.01, 1.0), "0.6", "Smoothed classifier score of an alert label that raises an alert."
+    )
+    alert_words: tuple[str, ...] = setting(
+        Words(), "knife,gun,weapon,fight,fighting,blood,fire", "Words that raise an alert when a caption holds one."
+    )
+    record: bool = setting(Flag(), "1", "Record clips of events; 0: text only.")
+    data_dir: Path | None = setting(
+        OptionalPath(),
+        "",
+        "Folder for the outbox and clips; empty: systemd's `$STATE_DIRECTORY`, else `~/.local/state/appliance`.",
+    )
+    record_dir: Path | None = setting(OptionalPath(), "", "Folder for clips; empty: `clips` in the data folder.")
+    preroll: float = setting(Float(0.0, 30.0), "3", "Seconds of video kept from before a person appears.")
+    postroll: float = setting(Float(0.0, 120.0), "5", "Seconds of video kept after the person has gone.")
+    record_max_gb: float = setting(
+        Float(0.01, 10000.0), "8", "Clips take at most this many GB; the oldest are deleted first."
+    )
+    record_max_days: float = setting(Float(0.0, 3650.0), "14", "Clips older than this many days are deleted; 0: never.")
+    device_id: str = setting(Name(optional=True), "", "This appliance's id in MQTT topics; empty: the host name.")
+    mqtt_host: str = setting(Text(), "localhost", "MQTT broker host name or address.")
+    mqtt_port: int = setting(Int(1, 65535), "1883", "MQTT broker port (8883 is usual with TLS).")
+    mqtt_user: str = setting(Text(), "", "MQTT user name; empty: connect without one.")
+    mqtt_password: str = setting(Text(), "", "MQTT password.")
+    mqtt_tls: bool = setting(Flag(), "0", "Connect with TLS.")
+    mqtt_ca_file: Path | None = setting(
+        OptionalPath(), "", "CA certificate file for TLS; empty: the system's certificates."
+    )
+    mqtt_cert_file: Path | None = setting(OptionalPath(), "", "Client certificate file for TLS; empty: none.")
+    mqtt_key_file: Path | None = setting(OptionalPath(), "", "Client key file for TLS, with the certificate.")
+    mqtt_client_id: str = setting(Name(optional=True), "", "MQTT client id; empty: `appliance-` and the device id.")
+    mqtt_prefix: str = setting(Name(), "appliance", "First level of every topic: PREFIX/DEVICE/...")
+    mqtt_outbox_max: int = setting(
+        Int(10, 1_000_000), "10000", "Messages kept on disk while the broker is away; beyond it the oldest go."
+    )
+    stats_every: float = setting(Float(1.0, 86400.0), "60", "Seconds between stats messages.")
+    ha_discovery: bool = setting(Flag(), "1", "Publish Home Assistant MQTT discovery for the sensors.")
+    ha_prefix: str = setting(Name(), "homeassistant", "Home Assistant's discovery prefix.")
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -193,8 +363,9 @@ def parse_config(values: Mapping[str, str]) -> Config:
         text = values[s.key]
         try:
             parsed[s.field] = s.kind.parse(text)
-        except ValueError:
-            problems.append(f"{s.key}={text!r} is not valid: expected {s.kind.accepts}")
+        except ValueError as error:
+            why = f" ({error})" if isinstance(error, InvalidValueError) else ""
+            problems.append(f"{s.key}={text!r} is not valid{why}: expected {s.kind.accepts}")
     if problems:
         raise ConfigError("; ".join(problems))
     return Config(**parsed)
@@ -242,13 +413,7 @@ def as_env(config: Config) -> str:
     lines = []
     for s in SETTINGS:
         value = getattr(config, s.field)
-        if isinstance(value, tuple):
-            text = ",".join(value)
-        elif value is None:
-            text = ""
-        else:
-            text = str(value)
-        lines.append(f"{s.key}={text}")
+        lines.append(f"{s.key}={'' if value is None else s.kind.format(value)}")
     return "\n".join(lines) + "\n"
 
 

@@ -17,3 +17,7 @@ class ModelError(ApplianceError):
     """A missing, corrupt or mismatched model, manifest, labels or vocabulary file."""
 
     exit_status = 3
+
+
+class InvalidValueError(ValueError):
+    """A setting's text that says why it is not accepted, for the message that names the key."""

@@ -1,0 +1,1 @@
+"""Recording: clips of events with pre-roll and post-roll, written atomically, kept within a quota."""
