@@ -110,12 +110,13 @@ def card(out: Path, metrics: dict[str, Any]) -> str:
         ),
     ]
     table = "\n".join(f"| {name} | {a} | {b} |" for name, a, b in rows)
+    found = targets(metrics)
     bars = "\n".join(
         f"| {t.name} | {t.wanted} | {t.measured:.{0 if float(t.measured).is_integer() else 3}f} | "
         f"{'met' if t.met else '**not met**'} |"
-        for t in targets(metrics)
+        for t in found
     )
-    met = sum(t.met for t in targets(metrics))
+    met = sum(t.met for t in found)
     examples = "\n".join(f"| {e['truth']} | {e['said']} |" for e in qk["examples"][:8]) or "| (none) | |"
     return f"""# Model card: the reference models
 
@@ -161,7 +162,7 @@ beam width 3).
 | --- | --- | --- |
 {table}
 
-Targets, int8 models ({met} of {len(targets(metrics))} met):
+Targets, int8 models ({met} of {len(found)} met):
 
 | Target | Wanted | Measured | |
 | --- | --- | --- | --- |
