@@ -1,0 +1,71 @@
+"""Presence per camera, with hysteresis: present after k of the last n detections, absent after a hold.
+
+One detector mistake must neither start an event nor end one: a person is present once ``hits``
+of the last ``window`` detections found one, and absent once no detection has found one for
+``hold`` seconds. Boxes below a score or an area (a share of the frame) do not count: small,
+unsure boxes are where clutter and shadows become false people.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from appliance.inference.detector import Detection
+
+
+@dataclass(frozen=True)
+class PresenceSettings:
+    hits: int = 2
+    window: int = 4
+    hold: float = 6.0
+    min_score: float = 0.5
+    min_area: float = 0.001  # share of the frame's area
+
+
+@dataclass(frozen=True)
+class Change:
+    present: bool
+    time: float  # arrival: the detection that confirmed it; departure: the last detection that saw someone
+
+
+class PresenceTracker:
+    """One camera's presence; fed by the main loop, which owns it."""
+
+    def __init__(self, settings: PresenceSettings, person_class: int) -> None:
+        self.settings = settings
+        self.person_class = person_class
+        self._recent: deque[bool] = deque(maxlen=settings.window)
+        self.present = False
+        self.persons = 0  # people counted in the latest detection
+        self.people: list[Detection] = []  # the counted boxes of the latest detection
+        self.last_seen = float("-inf")
+
+    def counted(self, detections: Sequence[Detection], frame_area: float) -> list[Detection]:
+        """The detections that count as people."""
+        s = self.settings
+        least = s.min_area * frame_area
+        return [d for d in detections if d.class_id == self.person_class and d.score >= s.min_score and d.area >= least]
+
+    def update(self, detections: Sequence[Detection], frame_area: float, time: float) -> Change | None:
+        """Take one detection's boxes; returns the change of presence it caused, if any."""
+        self.people = self.counted(detections, frame_area)
+        self.persons = len(self.people)
+        seen = self.persons > 0
+        self._recent.append(seen)
+        if seen:
+            self.last_seen = time
+        if not self.present and sum(self._recent) >= self.settings.hits:
+            self.present = True
+            return Change(True, time)
+        return self.expire(time)
+
+    def expire(self, time: float) -> Change | None:
+        """Absent once nobody was seen for ``hold`` seconds; also called when no detection comes (a failed camera)."""
+        if self.present and time - self.last_seen >= self.settings.hold:
+            self.present = False
+            self._recent.clear()
+            self.persons, self.people = 0, []
+            return Change(False, self.last_seen)
+        return None

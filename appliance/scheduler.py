@@ -1,0 +1,120 @@
+"""Which camera the detector looks at next: round robin, gated by motion, at a total rate.
+
+The detector is the costliest stage and serves both cameras, so the scheduler spends it where it
+matters. Each tick (``1 / detect_fps`` apart) it takes the next camera, in turn, that has a frame
+it has not looked at and that is due: a person is present there (always detected), its scene
+moved recently (a cheap frame difference on a tiny grey image), or it has not been detected for
+``idle_every`` seconds (a still, empty scene is still checked now and then, in case someone
+stands very still in it). A tick with no camera due is skipped: an empty static scene costs a
+resize per frame and little else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from appliance.cameras.source import Frame
+from appliance.inference.imaging import Image
+
+MOTION_SIZE = (64, 48)  # width, height of the grey image compared: sensor noise averages out over ~100 pixels
+MOTION_LEVEL = 12  # grey levels a tiny pixel must change by to count as moved
+MOTION_LINGER = 2.0  # seconds a camera stays due after its scene last moved
+
+
+class MotionGate:
+    """Tells whether a camera's scene moved since the previous frame it was shown."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self._previous: Image | None = None
+        self._grey = np.empty((MOTION_SIZE[1], MOTION_SIZE[0]), np.uint8)
+        self._small = np.empty((MOTION_SIZE[1], MOTION_SIZE[0], 3), np.uint8)
+        self._diff = np.empty_like(self._grey)
+
+    def moved(self, image: Image) -> bool:
+        """True when more than ``share`` of the tiny grey image changed; the first frame counts as motion."""
+        cv2.resize(image, MOTION_SIZE, dst=self._small, interpolation=cv2.INTER_AREA)
+        cv2.cvtColor(self._small, cv2.COLOR_BGR2GRAY, dst=self._grey)
+        previous = self._previous
+        if previous is None:
+            self._previous = self._grey.copy()
+            return True
+        cv2.absdiff(self._grey, previous, dst=self._diff)
+        changed = int(np.count_nonzero(self._diff > MOTION_LEVEL))
+        previous[:] = self._grey
+        return changed > self.share * self._diff.size
+
+
+@dataclass
+class _Camera:
+    slot: int
+    latest: Callable[[], Frame | None]
+    gate: MotionGate
+    seen_index: int = -1  # newest frame index shown to the motion gate
+    detected_index: int = -1  # newest frame index detected
+    last_detection: float = float("-inf")
+    moved_at: float = float("-inf")
+    present: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    frame: Frame
+    reason: str  # present, motion or idle
+
+
+class Scheduler:
+    """Picks the next frame to detect; owned by the service's main loop thread."""
+
+    def __init__(
+        self,
+        cameras: Sequence[tuple[int, Callable[[], Frame | None]]],
+        detect_fps: float,
+        idle_every: float,
+        motion_share: float,
+    ) -> None:
+        self.interval = 1.0 / detect_fps
+        self.idle_every = idle_every
+        self._cameras = [_Camera(slot, latest, MotionGate(motion_share)) for slot, latest in cameras]
+        self._turn = 0
+        self.skipped = 0  # ticks where no camera was due: what motion gating saved
+        self.motion_off = motion_share <= 0.0
+
+    def set_present(self, slot: int, present: bool) -> None:
+        for camera in self._cameras:
+            if camera.slot == slot:
+                camera.present = present
+
+    def next(self, now: float) -> Decision | None:
+        """The frame to detect now, or None when no camera is due (the caller waits for the next tick)."""
+        count = len(self._cameras)
+        for offset in range(count):
+            camera = self._cameras[(self._turn + offset) % count]
+            frame = camera.latest()
+            if frame is None or frame.index == camera.detected_index:
+                continue
+            if frame.index != camera.seen_index:
+                camera.seen_index = frame.index
+                if self.motion_off or camera.gate.moved(frame.image):
+                    camera.moved_at = now
+            reason = self._due(camera, now)
+            if reason is None:
+                continue
+            self._turn = (self._turn + offset + 1) % count
+            camera.detected_index, camera.last_detection = frame.index, now
+            return Decision(frame, reason)
+        self.skipped += 1
+        return None
+
+    def _due(self, camera: _Camera, now: float) -> str | None:
+        if camera.present:
+            return "present"
+        if now - camera.moved_at <= MOTION_LINGER:
+            return "motion"
+        if now - camera.last_detection >= self.idle_every:
+            return "idle"
+        return None

@@ -1,0 +1,312 @@
+"""Scheduling, presence and events: when the detector looks, when a person counts, what gets reported."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from appliance.cameras.source import Frame
+from appliance.events.describer import Description, Keyframe
+from appliance.events.manager import CameraOutputs, EventManager, EventSettings, alert_of
+from appliance.events.presence import PresenceSettings, PresenceTracker
+from appliance.events.reports import AlertReport, CaptionReport, EventReport, PersonState, Report
+from appliance.inference.captioner import Caption
+from appliance.inference.detector import Detection
+from appliance.notify import Notifier
+from appliance.scheduler import MotionGate, Scheduler
+
+AREA = 640.0 * 480.0
+
+
+def person(score: float = 0.9, size: float = 100.0) -> Detection:
+    return Detection((100.0, 100.0, 100.0 + size / 2, 100.0 + size), score, 0, "person")
+
+
+def frame(index: int, time: float, camera: int = 0, value: int = 0) -> Frame:
+    return Frame(camera, index, time, np.full((480, 640, 3), value, np.uint8))
+
+
+# --- motion gating and the scheduler
+
+
+def test_motion_gate_ignores_sensor_noise_and_sees_a_person_sized_change() -> None:
+    rng = np.random.default_rng(0)
+    scene = rng.integers(60, 200, (480, 640, 3), dtype=np.uint8)
+    gate = MotionGate(share=0.004)
+    assert gate.moved(scene)  # the first frame is news
+    for _ in range(5):  # night-level sensor noise (sigma 9) on a still scene
+        noisy = np.clip(scene + rng.normal(0, 9, scene.shape), 0, 255).astype(np.uint8)
+        assert not gate.moved(noisy)
+    walked_in = scene.copy()
+    walked_in[200:400, 300:360] = 20  # a dark figure, 60 x 200 px
+    assert gate.moved(walked_in)
+    assert not gate.moved(walked_in)
+
+
+class Camera:
+    """A grabber's newest-frame slot as the scheduler sees it."""
+
+    def __init__(self, slot: int) -> None:
+        self.slot, self.frame, self.index = slot, None, -1
+        self.value = 0
+
+    def advance(self, time: float, moved: bool = False) -> None:
+        self.index += 1
+        if moved:
+            self.value = (self.value + 90) % 256
+        self.frame = frame(self.index, time, self.slot, self.value)  # type: ignore[assignment]
+
+    def latest(self) -> Frame | None:
+        return self.frame
+
+
+def test_a_still_empty_scene_is_detected_only_every_idle_period() -> None:
+    camera = Camera(0)
+    scheduler = Scheduler([(0, camera.latest)], detect_fps=10, idle_every=5.0, motion_share=0.004)
+    detected = []
+    for tick in range(200):  # 20 s at 10 ticks a second, a new still frame each tick
+        now = tick / 10
+        camera.advance(now)
+        decision = scheduler.next(now)
+        if decision is not None:
+            detected.append((now, decision.reason))
+    motion = [t for t, reason in detected if reason == "motion"]
+    idle = [t for t, reason in detected if reason == "idle"]
+    assert motion == pytest.approx([tick / 10 for tick in range(21)])  # the first frame, then MOTION_LINGER s
+    assert idle == pytest.approx([7.0, 12.0, 17.0])  # then one detection every 5 s
+
+
+def test_motion_and_presence_make_a_camera_due_at_every_tick() -> None:
+    camera = Camera(0)
+    scheduler = Scheduler([(0, camera.latest)], detect_fps=10, idle_every=60.0, motion_share=0.004)
+    camera.advance(0.0)
+    assert scheduler.next(0.0) is not None
+    camera.advance(10.0)
+    assert scheduler.next(10.0) is None  # still and not yet idle for 60 s
+    camera.advance(10.1, moved=True)
+    decision = scheduler.next(10.1)
+    assert decision is not None
+    assert decision.reason == "motion"
+    scheduler.set_present(0, True)
+    for tick in range(1, 50):
+        camera.advance(20 + tick / 10)
+        decision = scheduler.next(20 + tick / 10)
+        assert decision is not None
+        assert decision.reason == "present"
+
+
+def test_round_robin_shares_the_detector_and_never_detects_a_frame_twice() -> None:
+    cameras = [Camera(0), Camera(1)]
+    scheduler = Scheduler([(c.slot, c.latest) for c in cameras], detect_fps=10, idle_every=60.0, motion_share=0.0)
+    picked = []
+    for tick in range(20):
+        for camera in cameras:
+            camera.advance(tick / 10)
+        decision = scheduler.next(tick / 10)
+        assert decision is not None
+        picked.append(decision.frame.camera)
+    assert picked == [0, 1] * 10
+    assert scheduler.next(2.0) is not None  # camera 0's newest frame was not yet seen
+    assert scheduler.next(2.0) is None  # both newest frames detected: nothing new to look at
+
+
+# --- presence
+
+
+def test_presence_needs_k_of_n_and_ends_after_the_hold() -> None:
+    tracker = PresenceTracker(PresenceSettings(hits=2, window=3, hold=2.0), person_class=0)
+    assert tracker.update([person()], AREA, 0.0) is None  # one sighting is not enough
+    assert tracker.update([], AREA, 0.1) is None
+    change = tracker.update([person()], AREA, 0.2)
+    assert change is not None
+    assert (change.present, change.time) == (True, 0.2)
+    assert tracker.update([], AREA, 1.0) is None  # a missed detection does not end it
+    assert tracker.update([], AREA, 2.1) is None
+    change = tracker.update([], AREA, 2.2)
+    assert change is not None
+    assert (change.present, change.time) == (False, 0.2)  # gone since the last sighting
+
+
+def test_low_scores_small_boxes_and_other_classes_do_not_count() -> None:
+    tracker = PresenceTracker(PresenceSettings(hits=1, window=1, min_score=0.5, min_area=0.01), person_class=0)
+    bag = Detection((0.0, 0.0, 200.0, 200.0), 0.95, 1, "bag")
+    assert tracker.update([person(score=0.45), person(size=40), bag], AREA, 0.0) is None
+    assert not tracker.present
+    assert tracker.update([person(score=0.6, size=120)], AREA, 0.1) is not None
+
+
+def test_a_silent_camera_still_ends_presence_after_the_hold() -> None:
+    tracker = PresenceTracker(PresenceSettings(hits=1, window=1, hold=3.0), person_class=0)
+    tracker.update([person()], AREA, 0.0)
+    assert tracker.expire(2.9) is None
+    change = tracker.expire(3.0)
+    assert change is not None
+    assert not change.present
+
+
+# --- events
+
+
+class Clips:
+    """A recorder as the manager sees it, noting the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def begin(self, path: Path) -> None:
+        self.calls.append(f"begin {path.name}")
+
+    def end(self) -> Path | None:
+        self.calls.append("end")
+        return Path("/clips/done.mp4")
+
+
+def manager(
+    reports: list[Report], keyframes: list[Keyframe], clips: dict[int, Clips], trigger: str = "any"
+) -> EventManager:
+    settings = EventSettings(
+        keyframe_every=2.0,
+        postroll=3.0,
+        trigger=trigger,
+        presence=PresenceSettings(hits=1, window=1, hold=1.0),
+    )
+    outputs = {
+        slot: CameraOutputs(f"cam{slot}", recorder, lambda event, _t: Path(f"/clips/{event}.mp4"))
+        for slot, recorder in clips.items()
+    }
+    return EventManager(settings, outputs, 0, keyframes.append, reports.append)
+
+
+def test_an_event_starts_records_sends_keyframes_and_ends_after_the_post_roll() -> None:
+    reports: list[Report] = []
+    keyframes: list[Keyframe] = []
+    clips = Clips()
+    events = manager(reports, keyframes, {0: clips})
+    for tick in range(50):  # a person for 5 s
+        events.on_detection(0, frame(tick, tick / 10), [person(score=0.6 + tick / 1000)])
+    assert [type(r) for r in reports[:2]] == [PersonState, EventReport]
+    start = reports[1]
+    assert isinstance(start, EventReport)
+    assert start.phase == "start"
+    assert start.clip == f"/clips/{start.event_id}.mp4"
+    assert clips.calls == [f"begin {start.event_id}.mp4"]
+    assert [k.frame.index for k in keyframes] == [0, 20, 40]  # at once, then every 2 s
+    for tick in range(50, 100):  # gone: absent after the 1 s hold, ended 3 s after the last sighting
+        events.on_detection(0, frame(tick, tick / 10), [])
+    off = [r for r in reports if isinstance(r, PersonState) and not r.present]
+    end = [r for r in reports if isinstance(r, EventReport) and r.phase == "end"]
+    assert len(off) == 1
+    assert len(end) == 1
+    assert end[0].clip == "/clips/done.mp4"
+    assert clips.calls[-1] == "end"
+    assert end[0].time - end[0].ended == pytest.approx(3.0, abs=0.15)  # type: ignore[operator]
+    assert end[0].max_persons == 1
+
+
+def test_a_person_back_within_the_post_roll_continues_the_same_event() -> None:
+    reports: list[Report] = []
+    events = manager(reports, [], {0: Clips()})
+    timeline = [(t, bool(t < 10 or t >= 25)) for t in range(40)]
+    for tick, seen in timeline:
+        events.on_detection(0, frame(tick, tick / 10), [person()] if seen else [])
+    phases = [r.phase for r in reports if isinstance(r, EventReport)]
+    assert phases == ["start"]  # gone 1.5 s, less than hold + post-roll
+    states = [r.present for r in reports if isinstance(r, PersonState)]
+    assert states == [True, False, True]
+
+
+def test_with_trigger_both_a_person_in_one_view_starts_nothing() -> None:
+    reports: list[Report] = []
+    events = manager(reports, [], {0: Clips(), 1: Clips()}, trigger="both")
+    for tick in range(20):
+        events.on_detection(0, frame(tick, tick / 10), [person()])
+        events.on_detection(1, frame(tick, tick / 10, camera=1), [])
+    assert reports == []
+    for tick in range(20, 30):
+        events.on_detection(0, frame(tick, tick / 10), [person()])
+        events.on_detection(1, frame(tick, tick / 10, camera=1), [person()])
+    started = [r.camera for r in reports if isinstance(r, EventReport) and r.phase == "start"]
+    assert sorted(started) == ["cam0", "cam1"]
+
+
+def describe(keyframe: Keyframe, caption: str, labels: dict[str, float]) -> Description:
+    return Description(keyframe, Caption(caption, (1, 2), -0.2), labels, 1.0, 2.0, keyframe.frame.time + 0.5)
+
+
+def test_captions_carry_smoothed_labels_and_alerts_rise_once_per_level() -> None:
+    reports: list[Report] = []
+    keyframes: list[Keyframe] = []
+    events = manager(reports, keyframes, {0: Clips()})
+    for tick in range(60):
+        events.on_detection(0, frame(tick, tick / 10), [person()])
+    first, second, third = keyframes
+    events.on_description(describe(first, "a person is standing in the shop", {"normal": 0.9, "violence": 0.1}))
+    events.on_description(describe(second, "a person is holding a knife in the shop", {"normal": 0.3, "violence": 0.7}))
+    events.on_description(describe(third, "a person is holding a knife in the shop", {"normal": 0.1, "violence": 0.9}))
+    captions = [r for r in reports if isinstance(r, CaptionReport)]
+    assert [c.alert for c in captions] == ["none", "warning", "alarm"]
+    assert captions[1].labels["violence"] == pytest.approx(0.4)  # 0.5 * 0.7 + 0.5 * 0.1
+    assert captions[2].labels["violence"] == pytest.approx(0.65)
+    assert captions[2].reasons == ("word:knife", "violence:0.65")
+    assert captions[0].latency == pytest.approx(0.5)
+    alerts = [r for r in reports if isinstance(r, AlertReport)]
+    assert [(a.level, a.caption) for a in alerts] == [
+        ("warning", "a person is holding a knife in the shop"),
+        ("alarm", "a person is holding a knife in the shop"),
+    ]
+    updates = [r for r in reports if isinstance(r, EventReport) and r.phase == "update"]
+    assert updates[-1].alert == "alarm"
+
+
+def test_alert_words_match_whole_words_only() -> None:
+    settings = EventSettings(alert_words=("fire", "gun"))
+    assert alert_of("a person stands by the fireplace", {}, settings) == ("none", ())
+    assert alert_of("a man with a gun.", {}, settings) == ("warning", ("word:gun",))
+
+
+def test_stopping_ends_open_events_and_turns_the_sensor_off() -> None:
+    reports: list[Report] = []
+    clips = Clips()
+    events = manager(reports, [], {0: clips})
+    events.on_detection(0, frame(0, 0.0), [person()])
+    events.close(0.5)
+    assert clips.calls[-1] == "end"
+    assert isinstance(reports[-2], EventReport)
+    assert reports[-2].phase == "end"
+    assert reports[-1] == PersonState("cam0", False, reports[-1].time)
+
+
+# --- systemd notification
+
+
+def test_notifier_speaks_the_sd_notify_protocol_to_a_real_socket(tmp_path: Path) -> None:
+    path = str(tmp_path / "notify")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(2)
+    try:
+        notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"})
+        notifier.ready("2 cameras")
+        assert server.recv(256) == b"READY=1\nSTATUS=2 cameras"
+        notifier.watchdog(now=10.0)
+        notifier.watchdog(now=10.5)  # under half the period: not sent again
+        notifier.watchdog(now=11.0)
+        assert server.recv(64) == b"WATCHDOG=1"
+        assert server.recv(64) == b"WATCHDOG=1"
+        server.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            server.recv(64)
+        notifier.close()
+    finally:
+        server.close()
+
+
+def test_without_systemd_the_notifier_does_nothing() -> None:
+    notifier = Notifier({})
+    assert not notifier.enabled
+    assert notifier.watchdog_period is None
+    notifier.ready("x")
+    notifier.watchdog()
