@@ -22,6 +22,7 @@ import cv2
 import pytest
 
 from tests import toyworld
+from tests.broker import broker, fresh_broker  # noqa: F401  (real Mosquitto fixtures, for every test)
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SCENES, CALIB_SCENES, HELD_OUT_SCENES = 1000, 60, 120

@@ -1,0 +1,191 @@
+"""The ``appliance watch`` command: one readable line per caption, alert, event, camera and status message.
+
+    14:03:12 kitchen/cam0 caption  a person is holding a knife  (alarm: word:knife, violence:0.82)
+
+Times are the messages' own, in local time. Lines starting with ``--`` are about the connection.
+A payload it cannot read becomes a short line naming the topic; it never ends the watch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
+
+from appliance.config import Config
+from appliance.mqtt.publisher import MqttSettings, make_client
+
+T = TypeVar("T")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The watch options; each overrides its APPLIANCE_MQTT_* setting."""
+    parser.add_argument("--host", help="broker host (default: APPLIANCE_MQTT_HOST)")
+    parser.add_argument("--port", type=int, help="broker port (default: APPLIANCE_MQTT_PORT)")
+    parser.add_argument("--user", help="user name (default: APPLIANCE_MQTT_USER)")
+    parser.add_argument("--password", help="password (default: APPLIANCE_MQTT_PASSWORD)")
+    parser.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="connect with TLS (default: APPLIANCE_MQTT_TLS)",
+    )
+    parser.add_argument("--ca-file", type=Path, metavar="FILE", help="CA certificate (default: APPLIANCE_MQTT_CA_FILE)")
+    parser.add_argument("--prefix", help="topic prefix (default: APPLIANCE_MQTT_PREFIX)")
+    parser.add_argument("--device", default="+", help="device id to watch (default: every device)")
+
+
+def _given(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+def _settings(args: argparse.Namespace, config: Config) -> MqttSettings:
+    base = MqttSettings.from_config(config, device="")
+    return replace(
+        base,
+        host=_given(args.host, base.host),
+        port=_given(args.port, base.port),
+        user=_given(args.user, base.user),
+        password=_given(args.password, base.password),
+        tls=_given(args.tls, base.tls),
+        ca_file=_given(args.ca_file, base.ca_file),
+        client_id="",  # the broker names it: a watch must never take over the appliance's session
+    )
+
+
+def run_watch(
+    args: argparse.Namespace,
+    config: Config,
+    out: TextIO,
+    stop: threading.Event | None = None,
+    max_messages: int | None = None,
+) -> int:
+    """Print lines until ``stop`` is set or ``max_messages`` lines were printed (or Ctrl-C)."""
+    settings = _settings(args, config)
+    base = f"{_given(args.prefix, config.mqtt_prefix)}/{args.device}"
+    filters = [f"{base}/status", f"{base}/alert", f"{base}/+/caption", f"{base}/+/event", f"{base}/+/state"]
+    client = make_client(settings, settings.tls_context(), client_id="", reconnect_on_failure=True)
+    client.reconnect_delay_set(1, 10)  # seconds: a person is waiting at the terminal
+    done = threading.Event()
+    printed = 0
+    last_note = ""
+
+    def note(text: str) -> None:  # connection news, each once
+        nonlocal last_note
+        if text != last_note:
+            print(f"-- {text}", file=out, flush=True)
+            last_note = text
+
+    def on_connect(client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any) -> None:
+        if reason.is_failure:
+            note(f"{settings.address} refused the connection ({reason}); retrying")
+        else:
+            client.subscribe([(topic, 1) for topic in filters])
+
+    def on_message(_client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        nonlocal printed
+        if done.is_set():
+            return
+        print(describe(message.topic, message.payload, time.time()), file=out, flush=True)
+        printed += 1
+        if max_messages is not None and printed >= max_messages:
+            done.set()
+
+    def on_disconnect(*_: Any) -> None:
+        if not done.is_set():  # not our own disconnect at the end
+            note(f"lost {settings.address}; reconnecting")
+
+    client.on_connect = on_connect
+    client.on_subscribe = lambda *_: note(f"watching {base}/... on {settings.address}")
+    client.on_connect_fail = lambda *_: note(f"cannot reach {settings.address}; retrying")
+    client.on_disconnect = on_disconnect
+    client.on_message = on_message
+    client.connect_async(settings.host, settings.port, settings.keepalive)
+    client.loop_start()
+    try:
+        while not done.wait(0.1):
+            if stop is not None and stop.is_set():
+                break
+    finally:
+        done.set()
+        client.disconnect()
+        client.loop_stop()
+    return 0
+
+
+def describe(topic: str, payload: bytes | bytearray, received: float) -> str:
+    """One line for a message on a watched topic; ``received`` stands in for a payload without a time."""
+    levels = topic.split("/")
+    if len(levels) not in (3, 4):
+        return f"{_clock(received)} {topic}  (not an appliance topic)"
+    device, kind = levels[1], levels[-1]
+    source = "/".join(levels[1:-1])
+    text = payload.decode("utf-8", "replace")
+    if kind == "status":
+        return f"{_clock(received)} {source} {kind:8} {text}"
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError("not an object")
+        body = _BODIES[kind](data)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return f"{_clock(received)} {source} {kind:8} (unreadable) {text[:60]!r}"
+    if kind == "alert" and isinstance(data.get("camera"), str):
+        source = f"{device}/{data['camera']}"
+    when = data.get("ts")
+    return f"{_clock(when if isinstance(when, int | float) else received)} {source} {kind:8} {body}"
+
+
+def _clock(when: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(when))
+
+
+def _why(level: str, reasons: list[str]) -> str:
+    return f"{level}: {', '.join(reasons)}" if reasons else level
+
+
+def _caption(data: dict[str, Any]) -> str:
+    alert = data.get("alert", "none")
+    why = "" if alert == "none" else f"  ({_why(alert, data.get('reasons', []))})"
+    return f"{data['caption']}{why}"
+
+
+def _alert(data: dict[str, Any]) -> str:
+    caption = data.get("caption")
+    return _why(data["level"].upper(), data.get("reasons", [])) + (f'  "{caption}"' if caption else "")
+
+
+def _persons(count: int) -> str:
+    return f"{count} person" if count == 1 else f"{count} people"
+
+
+def _event(data: dict[str, Any]) -> str:
+    phase, event_id = data["phase"], data["event_id"]
+    alert = "" if data.get("alert", "none") == "none" else f", alert {data['alert']}"
+    if phase == "start":
+        return f"start  {event_id}: {_persons(data['persons'])}"
+    if phase == "end":
+        clip = f", clip {data['clip']}" if data.get("clip") else ""
+        return f"end    {event_id} after {data['duration']:.0f} s, {_persons(data['max_persons'])} at most{alert}{clip}"
+    return f"{phase:6} {event_id}: {_persons(data['persons'])} after {data['duration']:.0f} s{alert}"
+
+
+def _camera(data: dict[str, Any]) -> str:
+    error = data.get("error")
+    return f"{data['state']}: {error}" if error else str(data["state"])
+
+
+_BODIES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "caption": _caption,
+    "alert": _alert,
+    "event": _event,
+    "state": _camera,
+}
