@@ -8,6 +8,7 @@ reports. No traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -35,6 +36,30 @@ def _check(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace) -> int:
     sys.stdout.write(markdown_table() if args.table else as_env(_load(args)))
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from appliance.service import Service
+
+    config = _load(args)
+    stop = threading.Event()
+
+    def request_stop(number: int, _frame: object) -> None:
+        logging.getLogger("appliance").info("%s received: stopping", signal.Signals(number).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return Service(config).run(stop)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from appliance.mqtt.watch import run_watch
+
+    return run_watch(args, _load(args), sys.stdout)
 
 
 def _sim_list(_: argparse.Namespace) -> int:
@@ -73,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     check = command("check", "validate the config, load and run every model, print a table; exit 0, 2 or 3")
     check.add_argument("--repeat", type=int, default=5, metavar="N", help="timed invokes per model (default 5)")
     check.set_defaults(handler=_check)
+
+    run = command("run", "run the appliance: cameras, detection, events, recording, MQTT (what systemd starts)")
+    run.set_defaults(handler=_run)
+
+    from appliance.mqtt.watch import add_arguments
+
+    watch = command("watch", "print captions, alerts and events from the MQTT broker as they arrive, a line each")
+    add_arguments(watch)
+    watch.set_defaults(handler=_watch)
 
     config = command("config", "print the effective settings as an env file")
     config.add_argument("--table", action="store_true", help="print the settings table of the README instead")

@@ -1,14 +1,55 @@
-"""Wiring: the one place that turns the configuration into the stages of the pipeline."""
+"""Wiring: the one place that turns the configuration into the stages of the pipeline and runs them.
+
+The main loop owns the detector, the scheduler and the event manager: each tick it asks the
+scheduler for a frame, detects, and feeds the events stage. Grabbers (one thread per camera), the
+describer (classifier and captioner) and the MQTT publisher run in threads of their own and talk
+to the loop through bounded slots. A failing camera is reopened by its grabber; a failing
+describer or publisher ends the run with status 1, for systemd to restart the service.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import resource
+import statistics
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.cameras.grabber import OK, Grabber, GrabberStats
+from appliance.cameras.registry import open_source
+from appliance.cameras.source import SourceSettings
+from appliance.cameras.uri import CameraUri
 from appliance.config import Config
+from appliance.errors import ApplianceError, ConfigError, ModelError
+from appliance.events.describer import Describer
+from appliance.events.manager import CameraOutputs, EventManager, EventSettings
+from appliance.events.presence import PresenceSettings
+from appliance.events.reports import CameraReport, Report
 from appliance.inference.captioner import CaptionerSettings
 from appliance.inference.detector import DetectorSettings
 from appliance.inference.loader import Models, load_models
 from appliance.inference.manifest import default_models_dir
 from appliance.inference.runtime import thread_count
 from appliance.inference.settings import InferenceSettings
+from appliance.mqtt.discovery import discovery_messages
+from appliance.mqtt.outbox import Outbox
+from appliance.mqtt.publisher import MqttSettings, Publisher
+from appliance.mqtt.topics import Message, Topics, device_id
+from appliance.notify import Notifier
+from appliance.recording.clips import ClipStore
+from appliance.recording.picamera2 import PiCamera2Recorder
+from appliance.recording.recorder import Recorder
+from appliance.recording.software import SoftwareRecorder
+from appliance.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+FIRST_FRAME_WAIT = 15.0  # seconds READY waits at most for every camera's first frame or first failure
+MAX_SLEEP = 0.05  # the loop wakes at least this often to collect descriptions and advance timers
 
 
 def inference_settings(config: Config) -> InferenceSettings:
@@ -24,3 +65,309 @@ def inference_settings(config: Config) -> InferenceSettings:
 def load_configured_models(config: Config) -> Models:
     """Every model slot of the configured models folder, verified and loaded."""
     return load_models(config.models_dir or default_models_dir(), inference_settings(config))
+
+
+def data_folder(config: Config, environ: Mapping[str, str]) -> Path:
+    """Where the outbox and (by default) the clips live: the setting, systemd's StateDirectory, or ~/.local/state."""
+    if config.data_dir is not None:
+        return config.data_dir
+    state = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state) if state else Path.home() / ".local" / "state" / "appliance"
+
+
+@dataclass(frozen=True)
+class CameraPlan:
+    slot: int
+    name: str
+    uri: CameraUri
+
+
+def camera_plan(config: Config) -> list[CameraPlan]:
+    """The configured cameras; raises ConfigError when there is none or two share a name."""
+    plan = [
+        CameraPlan(slot, name, uri)
+        for slot, (uri, name) in enumerate(
+            [(config.camera_0, config.camera_0_name), (config.camera_1, config.camera_1_name)]
+        )
+        if uri is not None
+    ]
+    if not plan:
+        raise ConfigError("APPLIANCE_CAMERA_0 and APPLIANCE_CAMERA_1 are both empty: configure at least one camera")
+    if len({p.name for p in plan}) < len(plan):
+        raise ConfigError(
+            f"APPLIANCE_CAMERA_0_NAME and APPLIANCE_CAMERA_1_NAME are both {plan[0].name!r}: give each camera its own"
+        )
+    return plan
+
+
+def check_alert_labels(config: Config, models: Models) -> None:
+    if models.classifier is None:
+        return
+    unknown = [label for label in config.alert_labels if label not in models.classifier.labels]
+    if unknown:
+        raise ConfigError(
+            f"APPLIANCE_ALERT_LABELS: {', '.join(unknown)} not among the classifier's labels "
+            f"({', '.join(models.classifier.labels)})"
+        )
+
+
+def event_settings(config: Config) -> EventSettings:
+    return EventSettings(
+        keyframe_every=config.keyframe_every,
+        postroll=config.postroll,
+        trigger=config.trigger,
+        alert_labels=config.alert_labels,
+        alert_score=config.alert_score,
+        alert_words=config.alert_words,
+        presence=PresenceSettings(
+            hits=config.presence_hits,
+            window=config.presence_window,
+            hold=config.presence_hold,
+            min_score=config.presence_score,
+            min_area=config.presence_min_area,
+        ),
+    )
+
+
+class _Camera:
+    """One camera slot's grabber and recorder; the source is made afresh at each (re)open."""
+
+    def __init__(self, plan: CameraPlan, config: Config, sink: Callable[[Report], None]) -> None:
+        self.plan = plan
+        self.settings = SourceSettings(config.camera_size[0], config.camera_size[1], config.camera_fps)
+        self.recorder: Recorder | None = None
+        if config.record:
+            if plan.uri.scheme == "picamera2":
+                self.recorder = PiCamera2Recorder(
+                    lambda: getattr(self.grabber.source, "camera", None), config.preroll, config.camera_fps
+                )
+            else:
+                self.recorder = SoftwareRecorder(config.preroll)
+        self.grabber = Grabber(
+            plan.slot,
+            plan.name,
+            lambda: open_source(plan.uri, self.settings),
+            on_frame=[self.recorder.feed] if self.recorder is not None else [],
+            on_state=lambda state, error: sink(CameraReport(plan.name, state, time.time(), error)),
+        )
+
+
+@dataclass
+class _Period:
+    """Per-model times (ms) of the current stats period."""
+
+    start: float
+    detect: list[float] = field(default_factory=list)
+    classify: list[float] = field(default_factory=list)
+    caption: list[float] = field(default_factory=list)
+
+    def median(self, name: str) -> float | None:
+        values: list[float] = getattr(self, name)
+        return round(statistics.median(values), 2) if values else None
+
+
+def _clip_paths(clips: ClipStore, camera: str) -> Callable[[str, float], Path]:
+    return lambda event_id, wall: clips.path_for(camera, event_id, wall)
+
+
+def _camera_stats(stats: GrabberStats) -> dict[str, object]:
+    return {"state": stats.state, "fps": round(stats.fps, 2), "frames": stats.frames, "failures": stats.failures}
+
+
+def _read_number(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def cpu_temperature() -> float | None:
+    text = _read_number("/sys/class/thermal/thermal_zone0/temp")
+    return round(int(text) / 1000.0, 1) if text and text.lstrip("-").isdigit() else None
+
+
+def throttled() -> str | None:
+    """The Pi firmware's throttling flags (as ``vcgencmd get_throttled``), where the kernel exposes them."""
+    return _read_number("/sys/devices/platform/soc/soc:firmware/get_throttled")
+
+
+class Service:
+    """The running appliance: ``run`` returns the exit status when ``stop`` is set or every camera ended."""
+
+    def __init__(self, config: Config, environ: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        self.environ = dict(os.environ if environ is None else environ)
+        self.device = device_id(config.device_id)
+        self.topics = Topics(config.mqtt_prefix, self.device)
+        self.notifier = Notifier(self.environ)
+        self.started = time.monotonic()
+
+    def run(self, stop: threading.Event) -> int:
+        config = self.config
+        self.notifier.status("loading models")
+        models = load_configured_models(config)
+        if models.detector is None:
+            raise ModelError(f"{models.manifest.path}: no detector slot; the appliance needs one to see people")
+        check_alert_labels(config, models)
+        plan = camera_plan(config)
+        folder = data_folder(config, self.environ)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"APPLIANCE_DATA_DIR: cannot create {folder}: {error.strerror or error}") from None
+        names = [p.name for p in plan]
+        self.publisher = Publisher(
+            MqttSettings.from_config(config, self.device),
+            self.topics,
+            Outbox(folder / "outbox.sqlite", config.mqtt_outbox_max),
+            on_connect=lambda: self._on_connect(names),
+        )
+        self.publisher.start()
+        clips = self._clip_store(folder) if config.record else None
+        cameras = [_Camera(p, config, self._sink) for p in plan]
+        describer = Describer(models.classifier, models.captioner)
+        manager = EventManager(
+            event_settings(config),
+            {
+                c.plan.slot: CameraOutputs(
+                    c.plan.name,
+                    c.recorder,
+                    _clip_paths(clips, c.plan.name) if clips else None,
+                )
+                for c in cameras
+            },
+            models.detector.person_class,
+            describer.submit,
+            self._sink,
+        )
+        try:
+            for camera in cameras:
+                if camera.recorder is not None:
+                    camera.recorder.start()
+                camera.grabber.start()
+            describer.start()
+            self._wait_for_frames(cameras, stop)
+            self.notifier.ready(f"{len(cameras)} camera(s), publishing to {config.mqtt_host}:{config.mqtt_port}")
+            log.info("running: cameras %s, device %s, topics under %s", ", ".join(names), self.device, self.topics.root)
+            return self._loop(models, cameras, describer, manager, clips, stop)
+        finally:
+            self.notifier.stopping()
+            manager.close(time.monotonic())
+            for camera in cameras:
+                camera.grabber.stop()
+                if camera.recorder is not None:
+                    camera.recorder.stop()
+            describer.stop()
+            self.publisher.stop()
+            self.notifier.close()
+
+    def _clip_store(self, folder: Path) -> ClipStore:
+        config = self.config
+        return ClipStore(
+            config.record_dir or folder / "clips",
+            int(config.record_max_gb * 1e9),
+            config.record_max_days * 86400.0,
+        )
+
+    def _on_connect(self, names: list[str]) -> list[Message]:
+        if not self.config.ha_discovery:
+            return []
+        return discovery_messages(self.topics, names, self.config.ha_prefix)
+
+    def _sink(self, report: Report) -> None:
+        log.debug("report %s", report)
+        self.publisher.report(report)
+
+    def _wait_for_frames(self, cameras: list[_Camera], stop: threading.Event) -> None:
+        deadline = time.monotonic() + FIRST_FRAME_WAIT
+        while not stop.is_set() and time.monotonic() < deadline:
+            if all(c.grabber.state is not None for c in cameras):  # each has delivered a frame or failed once
+                return
+            stop.wait(0.05)
+
+    def _loop(
+        self,
+        models: Models,
+        cameras: list[_Camera],
+        describer: Describer,
+        manager: EventManager,
+        clips: ClipStore | None,
+        stop: threading.Event,
+    ) -> int:
+        config = self.config
+        detector = models.detector
+        assert detector is not None
+        scheduler = Scheduler(
+            [(c.plan.slot, c.grabber.latest) for c in cameras],
+            config.detect_fps,
+            config.idle_detect_every,
+            config.motion_share,
+        )
+        period = _Period(time.monotonic())
+        next_stats = next_tick = next_retention = period.start
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = max(next_tick + scheduler.interval, now - scheduler.interval)
+                decision = scheduler.next(now)
+                if decision is not None:
+                    start = time.perf_counter()
+                    found = detector.detect(decision.frame.image)
+                    period.detect.append((time.perf_counter() - start) * 1000.0)
+                    slot = decision.frame.camera
+                    manager.on_detection(slot, decision.frame, found)
+                    scheduler.set_present(slot, manager.present(slot))
+                else:
+                    manager.tick(now)
+            for description in describer.results():
+                period.classify.append(description.classify_ms)
+                period.caption.append(description.caption_ms)
+                manager.on_description(description)
+            if describer.error is not None:
+                raise ApplianceError(f"the describer failed: {describer.error}")
+            if any(c.grabber.state == OK and not c.grabber.stalled(now) for c in cameras):
+                self.notifier.watchdog(now)  # only while frames really flow: else systemd restarts the service
+            if clips is not None and now >= next_retention:
+                clips.enforce()
+                next_retention = now + 300.0
+            if now >= next_stats:
+                if now > period.start:
+                    self.publisher.send(self._stats(cameras, describer, manager, clips, period, now))
+                period, next_stats = _Period(now), now + config.stats_every
+            if not any(c.grabber.alive for c in cameras):
+                log.info("every camera has ended: stopping")
+                manager.close(time.monotonic())
+                describer.stop()
+                for description in describer.results():
+                    manager.on_description(description)
+                return 0
+            stop.wait(min(MAX_SLEEP, max(0.0, next_tick - time.monotonic())))
+        return 0
+
+    def _stats(
+        self,
+        cameras: list[_Camera],
+        describer: Describer,
+        manager: EventManager,
+        clips: ClipStore | None,
+        period: _Period,
+        now: float,
+    ) -> Message:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return self.topics.stats_message(
+            {
+                "uptime": round(time.monotonic() - self.started, 1),
+                "detections_per_s": round(len(period.detect) / (now - period.start), 2),
+                "ms": {name: period.median(name) for name in ("detect", "classify", "caption")},
+                "cameras": {c.plan.name: _camera_stats(c.grabber.stats()) for c in cameras},
+                "events": manager.events_started,
+                "keyframes_replaced": describer.replaced,
+                "cpu_temp_c": cpu_temperature(),
+                "throttled": throttled(),
+                "disk_free_gb": round(clips.free_bytes() / 1e9, 2) if clips is not None else None,
+                "outbox_depth": self.publisher.depth,
+                "outbox_dropped": self.publisher.dropped,
+                "rss_mb": round(usage.ru_maxrss / 1024.0, 1),
+                "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            },
+        )

@@ -135,6 +135,7 @@ class Received:
     topic: str
     payload: str
     retain: bool
+    at: float = field(default_factory=time.time, compare=False)  # arrival, for latency measurements
 
     def json(self) -> Any:
         return json.loads(self.payload)

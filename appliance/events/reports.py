@@ -72,7 +72,7 @@ class CameraReport:
     """A camera's health changed: ``ok``, ``failed`` (being reopened) or ``ended`` (a file played out)."""
 
     camera: str
-    state: Literal["ok", "failed", "ended"]
+    state: str  # the grabber's: ok, failed or ended
     time: float
     error: str | None = None
 

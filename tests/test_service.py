@@ -1,0 +1,231 @@
+"""`appliance run` end to end: the synthetic world as camera, the reference models, a real broker, real clips.
+
+The service runs as a real process, as systemd runs it: its env file, its notify socket, SIGTERM.
+What a subscriber receives is checked against the world's ground truth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import pytest
+
+from appliance.sim.captions import parse
+from appliance.sim.render import Renderer
+from appliance.sim.scenario import load_scenario
+from tests.broker import Broker, Collector
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# One room: someone walks in 3 s after the start, stands, and leaves; 20 s in all.
+VISIT = {
+    "description": "A person walks into a room, stands at the table and leaves.",
+    "fps": 10,
+    "duration": 20,
+    "resolution": [640, 480],
+    "caption_every": 2.0,
+    "places": {"room": {"kind": "room", "x": [0, 6], "z": [0, 6]}},
+    "cameras": [{"place": "room", "at": [0.3, 0.3], "height": 2.5, "yaw": 40, "pitch": 22, "fov": 80}],
+    "people": [
+        {
+            "id": "visitor",
+            "shirt": "green",
+            "start": 3,
+            "script": [
+                {"enter": [5.5, 4.5]},
+                {"walk": [[3.0, 3.5]]},
+                {"stand": 5},
+                {"walk": [[5.6, 2.0]]},
+                {"leave": True},
+            ],
+        }
+    ],
+}
+
+
+@dataclass
+class Run:
+    status: int
+    subscriber: Collector
+    notifications: list[tuple[float, str]]
+    data: Path
+    stderr: str
+    scenario: Path
+
+
+@pytest.fixture(scope="module")
+def visit_run(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    work = tmp_path_factory.mktemp("service")
+    scenario = work / "visit.json"
+    scenario.write_text(json.dumps(VISIT))
+    data = work / "data"
+    env_file = work / "appliance.env"
+    env_file.write_text(
+        "\n".join(
+            [
+                f"APPLIANCE_CAMERA_0=sim:{scenario}",
+                f"APPLIANCE_CAMERA_1=file:{work / 'unplugged.mp4'}",  # a camera that is not there
+                "APPLIANCE_CAMERA_1_NAME=door",
+                "APPLIANCE_MQTT_HOST=127.0.0.1",
+                f"APPLIANCE_MQTT_PORT={broker.port}",
+                "APPLIANCE_MQTT_PREFIX=test",
+                "APPLIANCE_DEVICE_ID=pi",
+                f"APPLIANCE_DATA_DIR={data}",
+                "APPLIANCE_PREROLL=2",
+                "APPLIANCE_POSTROLL=2",
+                "APPLIANCE_PRESENCE_HOLD=2",
+                "APPLIANCE_KEYFRAME_EVERY=2",
+                "APPLIANCE_STATS_EVERY=3",
+                "APPLIANCE_THREADS=1",
+            ]
+        )
+        + "\n"
+    )
+    notify_path = str(work / "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.settimeout(0.2)
+    notifications: list[tuple[float, str]] = []
+    subscriber = Collector(broker, "test/#", "homeassistant/#")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    environ |= {"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "4000000"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "run", "--env-file", str(env_file)],
+        env=environ,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    stderr: list[str] = []
+    reader = threading.Thread(target=lambda: stderr.extend(process.stderr or []), daemon=True)
+    reader.start()
+    deadline, stop_at = time.monotonic() + 60, float("inf")
+    try:
+        # camera 1 is never there, so the service runs until it is told to stop, as under systemd
+        while time.monotonic() < min(deadline, stop_at):
+            if stop_at == float("inf") and any(m.payload == "OFF" for m in subscriber.on("test/pi/cam0/person")):
+                stop_at = time.monotonic() + 4.0  # the post-roll, the last caption, a stats period
+            with contextlib.suppress(TimeoutError):
+                notifications.append((time.time(), notify.recv(512).decode()))
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        notify.close()
+    reader.join(5)
+    time.sleep(0.5)
+    run = Run(status, subscriber, notifications, data, "".join(stderr), scenario)
+    yield run
+    subscriber.close()
+
+
+def json_on(run: Run, topic: str) -> list[dict[str, object]]:
+    return [json.loads(m.payload) for m in run.subscriber.on(topic)]
+
+
+def first_person_time(run: Run) -> float:
+    """Seconds from the scenario's start to the first frame with a person who must be found."""
+    renderer = Renderer(load_scenario(str(run.scenario)), 0, 0)
+    for index in range(renderer.scenario.frames):
+        if renderer.frame(index).truth.counted:
+            return index / renderer.scenario.fps
+    raise AssertionError("the scenario shows nobody")
+
+
+def test_the_service_stops_cleanly_on_sigterm(visit_run: Run) -> None:
+    assert visit_run.status == 0, visit_run.stderr[-3000:]
+    assert "Traceback" not in visit_run.stderr
+
+
+def test_availability_is_online_while_running_and_offline_after(visit_run: Run) -> None:
+    status = [m.payload for m in visit_run.subscriber.on("test/pi/status")]
+    assert status[0] == "online"
+    assert status[-1] == "offline"
+
+
+def test_systemd_hears_ready_and_watchdog_pings_while_frames_flow(visit_run: Run) -> None:
+    states = [text for _, text in visit_run.notifications]
+    assert states, visit_run.stderr[-2000:]
+    assert any(text.startswith("READY=1") for text in states)
+    ready = next(i for i, text in enumerate(states) if text.startswith("READY=1"))
+    pings = [t for t, text in visit_run.notifications[ready:] if text == "WATCHDOG=1"]
+    assert len(pings) >= 5
+    assert max(b - a for a, b in itertools.pairwise(pings)) < 4.0  # within WATCHDOG_USEC
+
+
+def test_the_person_sensor_turns_on_soon_after_the_person_appears(visit_run: Run) -> None:
+    person = visit_run.subscriber.on("test/pi/cam0/person")
+    assert [m.payload for m in person] == ["ON", "OFF"]
+    camera = json_on(visit_run, "test/pi/cam0/state")
+    assert camera[0]["state"] == "ok"
+    # the camera's first frame is the scenario's time 0
+    started = float(camera[0]["ts"])  # type: ignore[arg-type]
+    latency = person[0].at - (started + first_person_time(visit_run))
+    assert 0 < latency < 2.0
+
+
+def test_one_event_with_a_finished_clip_covering_pre_and_post_roll(visit_run: Run) -> None:
+    events = json_on(visit_run, "test/pi/cam0/event")
+    phases = [e["phase"] for e in events]
+    assert phases[0] == "start"
+    assert phases[-1] == "end"
+    assert set(phases[1:-1]) <= {"update"}
+    start, end = events[0], events[-1]
+    assert start["event_id"] == end["event_id"]
+    clip = Path(str(end["clip"]))
+    assert clip.exists()
+    assert clip.parent.parent.parent == visit_run.data / "clips"
+    assert not list((visit_run.data / "clips").rglob("*.part"))
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        frames = [f.time for f in container.decode(stream)]
+    covered = 2.0 + float(end["duration"]) + 2.0  # type: ignore[arg-type]  # pre-roll, presence, post-roll
+    assert frames[-1] - frames[0] == pytest.approx(covered, abs=1.5)
+
+
+def test_captions_describe_the_event_in_the_grammar_of_the_world(visit_run: Run) -> None:
+    captions = json_on(visit_run, "test/pi/cam0/caption")
+    event_id = json_on(visit_run, "test/pi/cam0/event")[0]["event_id"]
+    assert len(captions) >= 3  # a keyframe every 2 s of a ~8 s visit
+    for caption in captions:
+        assert caption["event_id"] == event_id
+        assert parse(str(caption["caption"])) is not None, caption["caption"]
+        assert sorted(caption["labels"]) == ["fall", "normal", "violence"]  # type: ignore[call-overload]
+    facts = [parse(str(c["caption"])) for c in captions]
+    assert any(f is not None and f.place == "room" for f in facts)
+
+
+def test_a_missing_camera_is_reported_while_the_other_keeps_working(visit_run: Run) -> None:
+    door = json_on(visit_run, "test/pi/door/state")
+    assert door
+    assert door[0]["state"] == "failed"
+    assert "unplugged.mp4" in str(door[0]["error"])
+
+
+def test_stats_report_rates_timings_and_the_outbox(visit_run: Run) -> None:
+    stats = json_on(visit_run, "test/pi/stats")
+    assert len(stats) >= 3
+    last = stats[-1]
+    assert float(last["detections_per_s"]) > 0  # type: ignore[arg-type]
+    assert float(last["ms"]["detect"]) > 0  # type: ignore[index]
+    assert last["outbox_depth"] == 0
+
+
+def test_home_assistant_discovers_the_person_sensor(visit_run: Run) -> None:
+    configs = [m for m in visit_run.subscriber.messages if m.topic.startswith("homeassistant/") and m.payload]
+    assert any(json.loads(m.payload).get("state_topic") == "test/pi/cam0/person" for m in configs)
