@@ -204,12 +204,12 @@ class Service:
 
     def run(self, stop: threading.Event) -> int:
         config = self.config
+        plan = camera_plan(config)
         self.notifier.status("loading models")
         models = load_configured_models(config)
         if models.detector is None:
             raise ModelError(f"{models.manifest.path}: no detector slot; the appliance needs one to see people")
         check_alert_labels(config, models)
-        plan = camera_plan(config)
         folder = data_folder(config, self.environ)
         try:
             folder.mkdir(parents=True, exist_ok=True)

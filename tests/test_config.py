@@ -72,6 +72,18 @@ def test_as_env_loads_back_to_the_same_config() -> None:
         ({"APPLIANCE_DETECT_LABELS": "person,,bag"}, r"APPLIANCE_DETECT_LABELS=.* comma-separated list"),
         ({"APPLIANCE_THREAD": "2"}, r"APPLIANCE_THREAD: unknown setting \(did you mean APPLIANCE_THREADS\?\)"),
         ({"APPLIANCE_COLOUR": "red"}, r"APPLIANCE_COLOUR: unknown setting \(see the settings table in the README\)"),
+        (
+            {"APPLIANCE_CAMERA_0": "webcam:0"},
+            r"APPLIANCE_CAMERA_0='webcam:0' is not valid \(unknown camera kind 'webcam'\): expected",
+        ),
+        ({"APPLIANCE_CAMERA_1": "sim:room-fight?speed=2"}, r"APPLIANCE_CAMERA_1=.*unknown option 'speed'"),
+        ({"APPLIANCE_CAMERA_1": "file:a.mp4?loop=yes"}, r"APPLIANCE_CAMERA_1=.*option loop must be 0 or 1"),
+        ({"APPLIANCE_CAMERA_0": "picamera2:front"}, r"APPLIANCE_CAMERA_0=.*picamera2 needs a camera number"),
+        ({"APPLIANCE_CAMERA_0": "rtsp:cam"}, r"APPLIANCE_CAMERA_0=.*rtsp needs rtsp://HOST"),
+        ({"APPLIANCE_CAMERA_0_NAME": "front door"}, r"APPLIANCE_CAMERA_0_NAME=.*letters, digits"),
+        ({"APPLIANCE_CAMERA_SIZE": "641x480"}, r"APPLIANCE_CAMERA_SIZE=.*WIDTHxHEIGHT"),
+        ({"APPLIANCE_RECORD": "maybe"}, r"APPLIANCE_RECORD='maybe' .* 1 or 0"),
+        ({"APPLIANCE_TRIGGER": "all"}, r"APPLIANCE_TRIGGER='all' .* one of any, both"),
     ],
 )
 def test_bad_values_name_the_key_and_what_it_accepts(values: dict[str, str], expected: str) -> None:
@@ -152,3 +164,39 @@ def test_config_table_command_prints_the_readme_table() -> None:
     result = _appliance("config", "--table")
     assert result.returncode == 0
     assert result.stdout == markdown_table()
+
+
+def test_camera_uris_and_flags_load_back_from_the_env_file() -> None:
+    values = {
+        "APPLIANCE_CAMERA_0": "sim:two-angles?view=1&seed=3",
+        "APPLIANCE_CAMERA_1": "rtsp://viewer:secret@127.0.0.1:8554/stream",
+        "APPLIANCE_RECORD": "off",
+        "APPLIANCE_CAMERA_SIZE": "1280x720",
+    }
+    config = parse_config(values)
+    assert config.camera_0 is not None
+    assert (config.camera_0.scheme, config.camera_0.target) == ("sim", "two-angles")
+    assert (config.camera_0.option("view", 0), config.camera_0.option("seed", 0)) == (1, 3)
+    assert config.camera_1 is not None
+    assert config.camera_1.scheme == "rtsp"
+    assert config.record is False
+    assert config.camera_size == (1280, 720)
+    assert parse_config(dict(line.split("=", 1) for line in as_env(config).splitlines())) == config
+
+
+def test_run_stops_with_status_2_naming_the_camera_key(tmp_path: Path) -> None:
+    env = tmp_path / "appliance.env"
+    env.write_text("APPLIANCE_CAMERA_0=\nAPPLIANCE_CAMERA_1=\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "appliance", "run", "--env-file", str(env)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "appliance: APPLIANCE_CAMERA_0 and APPLIANCE_CAMERA_1 are both empty: configure at least one camera"
+    )
