@@ -230,6 +230,12 @@ def test_with_trigger_both_a_person_in_one_view_starts_nothing() -> None:
         events.on_detection(1, frame(tick, tick / 10, camera=1), [person()])
     started = [r.camera for r in reports if isinstance(r, EventReport) and r.phase == "start"]
     assert sorted(started) == ["cam0", "cam1"]
+    for tick in range(30, 60):  # camera 1 loses the person; camera 0's event goes on while it sees them
+        events.on_detection(0, frame(tick, tick / 10), [person()])
+        events.on_detection(1, frame(tick, tick / 10, camera=1), [])
+    ended = [r.camera for r in reports if isinstance(r, EventReport) and r.phase == "end"]
+    assert ended == ["cam1"]
+    assert [r.present for r in reports if isinstance(r, PersonState) and r.camera == "cam0"] == [True]
 
 
 def describe(keyframe: Keyframe, caption: str, labels: dict[str, float]) -> Description:

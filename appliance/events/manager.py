@@ -4,8 +4,9 @@ The main loop owns the manager and feeds it every detection; the manager owns ea
 presence tracker and event, starts and ends recordings, picks keyframes for the describer, turns
 descriptions into captions and alerts, and hands every report to the sink (the MQTT stage).
 
-With ``trigger = both`` (two cameras watching one space) a camera's person counts only while both
-cameras see one: a false person in one view starts nothing. Post-roll runs from the moment the
+With ``trigger = both`` (two cameras watching one space) an event starts only while both cameras
+see a person: a false person in one view starts nothing. Once started, a camera's event goes on
+while that camera sees the person, as the other view may lose them behind furniture. Post-roll runs from the moment the
 person was last seen, and never ends an event before presence has expired.
 """
 
@@ -148,7 +149,9 @@ class EventManager:
             camera.presence.expire(now)
         everyone = all(c.presence.present for c in self._cameras.values())
         for camera in self._cameras.values():
-            confirmed = camera.presence.present and (self.settings.trigger == "any" or everyone)
+            # Confirmation gates the start; a running event goes on while its own camera sees the person.
+            running = camera.event is not None and camera.event.gone_at is None
+            confirmed = camera.presence.present and (self.settings.trigger == "any" or everyone or running)
             self._advance(camera, confirmed, now)
 
     def _advance(self, camera: _Camera, confirmed: bool, now: float) -> None:
