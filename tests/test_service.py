@@ -229,3 +229,38 @@ def test_stats_report_rates_timings_and_the_outbox(visit_run: Run) -> None:
 def test_home_assistant_discovers_the_person_sensor(visit_run: Run) -> None:
     configs = [m for m in visit_run.subscriber.messages if m.topic.startswith("homeassistant/") and m.payload]
     assert any(json.loads(m.payload).get("state_topic") == "test/pi/cam0/person" for m in configs)
+
+
+def test_a_fight_raises_an_alert_through_the_broker(broker: Broker, tmp_path: Path) -> None:
+    """The shipped room-fight scenario, both views, to its end: the alert topic must carry the fight."""
+    env_file = tmp_path / "appliance.env"
+    env_file.write_text(
+        "APPLIANCE_CAMERA_0=sim:room-fight?view=0\n"
+        "APPLIANCE_CAMERA_1=sim:room-fight?view=1\n"
+        "APPLIANCE_MQTT_HOST=127.0.0.1\n"
+        f"APPLIANCE_MQTT_PORT={broker.port}\n"
+        "APPLIANCE_MQTT_PREFIX=fight\n"
+        "APPLIANCE_DEVICE_ID=pi\n"
+        f"APPLIANCE_DATA_DIR={tmp_path / 'data'}\n"
+        "APPLIANCE_THREADS=1\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    with Collector(broker, "fight/#") as subscriber:
+        # both sim cameras end with the scenario, and the service with them
+        result = subprocess.run(
+            [sys.executable, "-m", "appliance", "run", "--env-file", str(env_file)],
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        subscriber.wait_for(lambda m: any(x.topic == "fight/pi/cam0/event" and '"end"' in x.payload for x in m))
+        alerts = [json.loads(m.payload) for m in subscriber.on("fight/pi/alert")]
+    assert alerts, "no alert for a fight"
+    assert {a["camera"] for a in alerts} >= {"cam0"}
+    assert all(a["level"] in ("warning", "alarm") and a["reasons"] for a in alerts)
+    ends = [json.loads(m.payload) for m in subscriber.on("fight/pi/cam0/event") if '"end"' in m.payload]
+    assert ends[-1]["alert"] in ("warning", "alarm")
