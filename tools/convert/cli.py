@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keras(commands)
     _add_training(commands)
     _add_reference(commands)
+    _add_fetch(commands)
     return parser
 
 
@@ -165,6 +166,34 @@ def _add_reference(commands: Commands) -> None:
     reference.add_argument("--fresh", action="store_true", help="start over instead of going on from --work")
 
 
+def _add_fetch(commands: Commands) -> None:
+    from tools.convert.fetch import DEFAULT_LIST
+
+    fetch = commands.add_parser(
+        "fetch",
+        help="download pinned upstream weights (Ultralytics YOLO, Keras MobileNetV2), checked by size and SHA-256",
+        description="Download the named artifacts of the pinned list into --dir, resuming partial downloads, and "
+        "refuse any file whose size or SHA-256 differs from the list. Without names, show the list.",
+    )
+    fetch.add_argument("names", nargs="*", metavar="NAME", help="artifacts to download (see the list)")
+    fetch.add_argument("--dir", type=Path, default=Path("work") / "downloads", metavar="DIR", help="where the files go")
+    fetch.add_argument("--list", type=Path, default=DEFAULT_LIST, metavar="FILE", help="the pinned list (JSON)")
+    fetch.add_argument(
+        "--record", action="store_true", help="fetch entries not pinned yet and write their size and SHA-256"
+    )
+    fetch.add_argument("--timeout", type=float, default=30.0, metavar="S", help="network timeout in seconds")
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from tools.convert.fetch import describe, fetch_all
+
+    if not args.names:
+        print(describe(args.list))
+        return 0
+    fetch_all(args.names, args.dir, args.list, args.record, args.timeout)
+    return 0
+
+
 def _keras(args: argparse.Namespace, command: str) -> int:
     from tools.convert.pipeline import Request, run
 
@@ -237,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _keras(args, command)
         if args.command == "reference":
             return _reference(args)
+        if args.command == "fetch":
+            return _fetch(args)
         return _training(args, command)
     except ConvertError as error:
         print(f"tools.convert: {error}", file=sys.stderr)
