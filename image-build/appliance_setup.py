@@ -1,0 +1,212 @@
+#!/opt/appliance/bin/python3
+"""appliance-setup: apply the device settings from the boot partition, at every boot.
+
+The image installs this file as ``/usr/local/sbin/appliance-setup``; ``appliance-setup.service``
+runs it as root before the network, the MQTT broker and the appliance start. It does two things:
+
+1. ``HOSTNAME`` from ``/boot/firmware/appliance-device.env`` becomes the host name (``/etc/hostname``,
+   ``/etc/hosts`` and the running system). Empty: the host name stays as it is, for example as
+   Raspberry Pi Imager's OS customisation set it.
+2. The local Mosquitto broker accepts only users with a password (``/etc/mosquitto/appliance.passwd``,
+   hashed): ``MQTT_USER`` / ``MQTT_PASSWORD`` from the device file, for subscribers on the network,
+   and, while the appliance publishes to this broker, the appliance itself. The appliance's own
+   password is made once on the device and handed to it in ``/run/appliance-setup/mqtt.env``,
+   which ``appliance.service`` reads before ``appliance.env`` (so settings there win).
+
+Device settings are a file of their own because the appliance rejects any key it does not know in
+``appliance.env``. Running at every boot, not only the first, means an edit of either file on a PC
+takes effect at the next power-on. Problems are logged (the journal) and give exit status 1; what
+can still be applied is applied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import grp
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from appliance.config import Config, read_env_file
+from appliance.errors import ConfigError
+
+DEVICE_DEFAULTS = {"HOSTNAME": "", "MQTT_USER": "mqtt", "MQTT_PASSWORD": ""}
+APPLIANCE_USER = "appliance"  # the appliance's own login to the local broker
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+MQTT_USER_RE = re.compile(r"[^\s:]{1,64}")  # the password file separates user and hash with ':'
+
+
+class Setup:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.boot = root / "boot/firmware"
+        self.problems = 0
+
+    def log(self, message: str) -> None:
+        print(f"appliance-setup: {message}", file=sys.stderr, flush=True)
+
+    def problem(self, message: str) -> None:
+        self.problems += 1
+        self.log(message)
+
+    def device_settings(self) -> dict[str, str]:
+        """The device file over the defaults; a bad line or key is reported and skipped."""
+        path = self.boot / "appliance-device.env"
+        settings = dict(DEVICE_DEFAULTS)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            self.log(f"{path} is missing: using the defaults")
+            return settings
+        except (OSError, UnicodeDecodeError) as error:
+            self.problem(f"{path}: cannot read it ({error}): using the defaults")
+            return settings
+        # The syntax of appliance.env (systemd's EnvironmentFile=), keys without a prefix.
+        for number, raw in enumerate(text.splitlines(), start=1):
+            line = raw.strip()
+            if not line or line[0] in "#;":
+                continue
+            key, equals, value = (part.strip() for part in line.partition("="))
+            if not equals or key not in DEVICE_DEFAULTS:
+                known = ", ".join(DEVICE_DEFAULTS)
+                self.problem(f"{path}:{number}: expected one of {known} as KEY=value, found {line!r}")
+                continue
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            settings[key] = value
+        return settings
+
+    def apply_hostname(self, name: str, running: bool) -> None:
+        if not name:
+            return
+        if not HOSTNAME_RE.fullmatch(name):
+            self.problem(
+                f"HOSTNAME={name!r} is not valid: expected letters, digits and '-' (not first or last), "
+                "at most 63: keeping the host name"
+            )
+            return
+        hostname = self.root / "etc/hostname"
+        if hostname.exists() and hostname.read_text().strip() == name:
+            return
+        hostname.write_text(name + "\n")
+        hosts = self.root / "etc/hosts"
+        lines = hosts.read_text().splitlines() if hosts.exists() else ["127.0.0.1\tlocalhost"]
+        # Debian and Raspberry Pi OS name the host on 127.0.1.1 (so that it resolves without DNS).
+        kept = [line for line in lines if not line.startswith("127.0.1.1")]
+        hosts.write_text("\n".join([*kept, f"127.0.1.1\t{name}"]) + "\n")
+        if running:
+            socket.sethostname(name)
+        self.log(f"host name set to {name}")
+
+    def appliance_password(self) -> str:
+        """The appliance's own password for the local broker: made on the first boot, then kept."""
+        path = self.root / "etc/appliance/mqtt-password"
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        password = secrets.token_urlsafe(24)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as stream:
+            stream.write(password + "\n")
+        return password
+
+    def appliance_settings(self) -> dict[str, str]:
+        path = self.boot / "appliance.env"
+        try:
+            return read_env_file(path)
+        except ConfigError as error:
+            # The appliance reports the same problem and will not start; the broker still must.
+            self.problem(f"{error} (the appliance will not start until it is fixed)")
+            return {}
+
+    def apply_broker(self, device: Mapping[str, str]) -> None:
+        users: dict[str, str] = {}
+        user, password = device["MQTT_USER"], device["MQTT_PASSWORD"]
+        if not MQTT_USER_RE.fullmatch(user) or user == APPLIANCE_USER:
+            self.problem(
+                f"MQTT_USER={user!r} is not valid: expected a name without spaces or ':' "
+                f"(and not {APPLIANCE_USER!r}, the appliance's own)"
+            )
+        elif not password:
+            self.log("MQTT_PASSWORD is empty: nobody on the network can use the MQTT broker on this device")
+        else:
+            users[user] = password
+
+        values = self.appliance_settings()
+        host = values.get("APPLIANCE_MQTT_HOST", Config().mqtt_host).strip().lower()
+        handed: dict[str, str] = {}
+        if host in LOCAL_HOSTS:
+            if "APPLIANCE_MQTT_USER" in values:
+                # appliance.env names the appliance's login: the broker must know it.
+                own_user, own_password = values["APPLIANCE_MQTT_USER"], values.get("APPLIANCE_MQTT_PASSWORD", "")
+                if MQTT_USER_RE.fullmatch(own_user) and own_password:
+                    users.setdefault(own_user, own_password)
+                else:
+                    self.problem(
+                        "appliance.env sets APPLIANCE_MQTT_USER for the local broker, which needs a user name "
+                        "and APPLIANCE_MQTT_PASSWORD: the appliance will be refused"
+                    )
+            else:
+                users[APPLIANCE_USER] = self.appliance_password()
+                handed = {"APPLIANCE_MQTT_USER": APPLIANCE_USER, "APPLIANCE_MQTT_PASSWORD": users[APPLIANCE_USER]}
+        self.write_handed(handed)
+        self.write_password_file(users)
+
+    def write_handed(self, values: Mapping[str, str]) -> None:
+        folder = self.root / "run/appliance-setup"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_file(folder / "mqtt.env", "".join(f"{key}={value}\n" for key, value in values.items()))
+
+    def write_password_file(self, users: Mapping[str, str]) -> None:
+        target = self.root / "etc/mosquitto/appliance.passwd"
+        staging = target.with_name(target.name + ".new")
+        private_file(staging, "".join(f"{user}:{password}\n" for user, password in users.items()))
+        done = subprocess.run(["mosquitto_passwd", "-U", str(staging)], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            staging.unlink()
+            self.problem(f"mosquitto_passwd failed: {done.stderr.strip() or done.stdout.strip()}")
+            return
+        # Mosquitto reads the file after giving up root: its group may read, nobody else.
+        try:
+            os.chown(staging, 0, grp.getgrnam("mosquitto").gr_gid)
+            os.chmod(staging, 0o640)
+        except KeyError:
+            self.problem("there is no group 'mosquitto': is mosquitto installed?")
+        staging.replace(target)
+        self.log(f"MQTT broker users: {', '.join(sorted(users)) or 'none'}")
+
+    def run(self, running: bool) -> int:
+        device = self.device_settings()
+        self.apply_hostname(device["HOSTNAME"], running)
+        self.apply_broker(device)
+        return 1 if self.problems else 0
+
+
+def private_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by root only from the moment it exists."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as stream:
+        stream.write(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="appliance-setup", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path("/"),
+        help="the file system to set up (default /); other than /, the running host name is left alone",
+    )
+    args = parser.parse_args(argv)
+    return Setup(args.root).run(running=args.root.resolve() == Path("/"))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

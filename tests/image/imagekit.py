@@ -1,0 +1,79 @@
+"""Helpers of the image tests: run a command, read an image's partitions and FAT files, run inside its root."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+SECTOR = 512
+
+
+def run(*command: str | Path, timeout: float = 600) -> str:
+    done = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, (
+        f"{' '.join(map(str, command))} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+    )
+    return done.stdout
+
+
+@dataclass(frozen=True)
+class Partition:
+    start: int  # sectors
+    sectors: int
+    type: str
+
+    @property
+    def offset(self) -> int:
+        return self.start * SECTOR
+
+
+def partitions(image: Path) -> list[Partition]:
+    rows = run("partx", "-g", "-o", "START,SECTORS,TYPE", image).split("\n")
+    return [Partition(int(start), int(sectors), kind) for start, sectors, kind in (r.split() for r in rows if r)]
+
+
+def disk_id(image: Path) -> str:
+    return next(
+        line.split(":", 1)[1].strip()
+        for line in run("sfdisk", "--dump", image).splitlines()
+        if line.startswith("label-id")
+    )
+
+
+def fat_file(image: Path, name: str) -> bytes:
+    boot = partitions(image)[0]
+    done = subprocess.run(
+        ["mtype", "-i", f"{image}@@{boot.offset}", f"::{name}"],
+        capture_output=True,
+        check=True,
+        env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+    )
+    return done.stdout
+
+
+@dataclass(frozen=True)
+class Built:
+    base: Path
+    output: Path  # the .img.xz
+    image: Path  # it, decompressed
+    root: Path  # its root file system, mounted
+    build_seconds: float
+    log: str
+
+
+def in_image(built: Built, *command: str, timeout: float = 600) -> str:
+    """Run ``command`` in the image's root under emulation, in a host name namespace of its own."""
+    return run(
+        "unshare",
+        "--uts",
+        "env",
+        "-i",
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG=C.UTF-8",
+        "chroot",
+        built.root,
+        *command,
+        timeout=timeout,
+    )
