@@ -198,6 +198,7 @@ class EventManager:
                 log.exception("%s: the clip of event %s could not be finished", camera.outputs.name, event.id)
         event.clip = clip
         event.persons = 0
+        event.best = None  # a recent event waits only for late descriptions: holding its frame would pile up frames
         self._recent = {k: v for k, v in self._recent.items() if v.started > now - 600} | {event.id: event}
         log.info("%s: event %s ended, clip %s", camera.outputs.name, event.id, clip)
         self._sink(self._report("end", camera, event, now, ended=wall_time(camera.presence.last_seen)))
