@@ -11,7 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from appliance.inference.detector import DetectorSettings, nms
-from appliance.inference.imaging import PAD_VALUE, Letterbox, LetterboxCanvas
+from appliance.inference.imaging import PAD_VALUE, Letterbox, LetterboxCanvas, LetterboxEncoder, PixelEncoder, letterbox
 from appliance.inference.model import TensorInfo
 from appliance.inference.yolov8 import decode
 
@@ -216,3 +216,16 @@ def test_canvas_holds_the_frame_in_rgb_between_grey_bands() -> None:
     assert (layout.pad_x, layout.width) == (20, 40)
     assert (canvas.rgb[:, :20] == PAD_VALUE).all()
     assert (canvas.rgb[:, 20:60] == 200).all()
+
+
+def test_the_letterbox_encoder_gives_what_a_fresh_letterbox_gives_frame_after_frame() -> None:
+    """Bands encoded once per layout, then only the frame's region: the input must equal a full letterbox every time."""
+    tensor = TensorInfo("images", 0, (1, 64, 64, 3), np.dtype(np.int8), 1 / 255, -128)
+    encoder = LetterboxEncoder(tensor, (0.0, 1.0))
+    rng = np.random.default_rng(0)
+    for height, width in [(48, 64), (48, 64), (120, 60), (120, 60), (64, 64), (30, 200), (48, 64)]:
+        frame = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        values, layout = encoder.encode(frame)
+        rgb, expected_layout = letterbox(frame, 64, 64)
+        assert layout == expected_layout
+        np.testing.assert_array_equal(values, PixelEncoder(tensor, (0.0, 1.0)).encode(rgb))

@@ -7,6 +7,7 @@ export and our toolchain write them: the manifest's ``coords`` says which) and C
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy.typing as npt
 
 from appliance.errors import ConfigError
 from appliance.inference.detector import Detection, Detector, DetectorSettings, nms
-from appliance.inference.imaging import Image, LetterboxCanvas, PixelEncoder
+from appliance.inference.imaging import Image, LetterboxEncoder
 from appliance.inference.model import TensorInfo, TFLiteModel
 from appliance.inference.settings import InferenceSettings
 from appliance.inference.slot import LoadedSlot
@@ -22,6 +23,22 @@ from appliance.inference.slot import LoadedSlot
 PIXEL_RANGE = (0.0, 1.0)
 COORDS = ("normalized", "pixels")
 _HALF = np.array([[-0.5], [-0.5], [0.5], [0.5]], np.float32)
+
+
+@functools.cache
+def least_stored(output: TensorInfo, threshold: float) -> int | None:
+    """The least stored score whose real value reaches ``threshold``, for a quantized ``output``.
+
+    Comparing stored values with it picks exactly the anchors that dequantized scores would (the
+    values are those of :meth:`TensorInfo.dequantize`), without dequantizing every anchor's score.
+    None for float outputs, and when no stored value reaches ``threshold``.
+    """
+    if not output.quantized:
+        return None
+    limits = np.iinfo(output.dtype)
+    stored = np.arange(limits.min, limits.max + 1).astype(output.dtype)
+    reaching = np.flatnonzero(output.dequantize(stored) >= threshold)
+    return int(stored[reaching[0]]) if reaching.size else None
 
 
 def decode(
@@ -33,19 +50,24 @@ def decode(
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.intp]]:
     """Boxes (x1 y1 x2 y2, input pixels), scores and class ids kept from one raw output [4 + C, N].
 
-    Only the best score per anchor is dequantized, and box rows only for anchors above the score
-    threshold, so beyond one pass over the wanted classes the cost follows the candidates.
+    Scores are compared as stored (with the least stored value that reaches the threshold), and
+    only the candidates' scores and box rows are dequantized, so beyond one pass over the wanted
+    classes the cost follows the candidates.
     """
     rows = raw[4 + class_ids]  # (k, N), as stored
     # Best class per anchor on the stored values (dequantization is increasing, so they agree);
     # max along the class axis is vectorised where argmax is not, so argmax sees candidates only.
-    best = output.dequantize(rows.max(axis=0) if len(class_ids) > 1 else rows[0])
-    anchors = np.flatnonzero(best >= settings.score_threshold)
+    best = rows.max(axis=0) if len(class_ids) > 1 else rows[0]
+    least = least_stored(output, settings.score_threshold)
+    if least is not None:
+        anchors = np.flatnonzero(best >= least)
+    else:
+        anchors = np.flatnonzero(output.dequantize(best) >= settings.score_threshold)
+    scores = output.dequantize(best[anchors])
     centre_and_size = output.dequantize(raw[:4, anchors])  # cx, cy, w, h rows
     sx, sy = box_scale
     # x1 y1 x2 y2 = (cx, cy, cx, cy) -+ (w, h, w, h) / 2, in input pixels; (K, 4) view of (4, K)
     boxes = ((centre_and_size[[0, 1, 0, 1]] + centre_and_size[[2, 3, 2, 3]] * _HALF) * [[sx], [sy], [sx], [sy]]).T
-    scores = best[anchors]
     classes = class_ids[rows[:, anchors].argmax(axis=0)]
     keep = nms(boxes, scores, classes, settings.iou_threshold, settings.max_detections)
     return boxes[keep], scores[keep], classes[keep]
@@ -76,8 +98,7 @@ class Yolov8Detector(Detector):
                 f"({', '.join(self.labels[:10])}{', …' if len(self.labels) > 10 else ''})"
             )
         self.class_ids = np.array([self.labels.index(name) for name in settings.labels], np.intp)
-        self._canvas = LetterboxCanvas(width, height)
-        self._encoder = PixelEncoder(self._input, PIXEL_RANGE)
+        self._letterbox = LetterboxEncoder(self._input, PIXEL_RANGE)
 
     @classmethod
     def from_slot(cls, slot: LoadedSlot, settings: InferenceSettings) -> Yolov8Detector:
@@ -107,8 +128,8 @@ class Yolov8Detector(Detector):
         return self._output.shape[2]
 
     def detect(self, frame: Image) -> list[Detection]:
-        layout = self._canvas.fill(frame)
-        self._model.set_raw(self._input, self._encoder.encode(self._canvas.rgb))
+        values, layout = self._letterbox.encode(frame)
+        self._model.set_raw(self._input, values)
         self._model.invoke()
         boxes, scores, classes = self.decode(self._model.get_raw(self._output)[0])
         boxes = layout.to_frame(boxes)
