@@ -1,0 +1,174 @@
+"""The broker the benchmark times MQTT messages through, and the subscriber that stamps their arrival.
+
+The configured broker (``APPLIANCE_MQTT_*``) when it answers; else a private ``mosquitto`` on
+127.0.0.1 and a free port, when the binary is installed, stopped by its PID afterwards; else none,
+and the MQTT figures are reported as not measured. Nothing is sent anywhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from appliance.config import Config
+from appliance.mqtt.publisher import MqttSettings, make_client
+
+log = logging.getLogger(__name__)
+
+LOCAL = "127.0.0.1"
+CONNECT_WAIT = 5.0  # seconds a broker has to accept the subscriber
+RETAINED = ("status", "person", "state")  # last topic levels the appliance publishes retained
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: str
+    at: float  # time.time() on arrival
+
+
+class Subscriber:
+    """Collects every message under ``root`` with its arrival time; ``connected`` says whether it got in."""
+
+    def __init__(self, settings: MqttSettings, root: str) -> None:
+        self.settings, self.root = settings, root
+        self.messages: list[Received] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._client = make_client(settings, settings.tls_context(), client_id="", reconnect_on_failure=False)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = lambda *_: self._subscribed.set()
+        self._client.on_message = self._on_message
+
+    def connect(self) -> bool:
+        try:
+            self._client.connect(self.settings.host, self.settings.port, keepalive=30)
+        except (OSError, ValueError) as error:
+            log.info("bench: no broker at %s: %s", self.settings.address, error)
+            return False
+        self._client.loop_start()
+        if self._subscribed.wait(CONNECT_WAIT):
+            return True
+        self.close()
+        return False
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if not reason.is_failure:
+            client.subscribe(f"{self.root}/#", qos=1)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        received = Received(message.topic, message.payload.decode(errors="replace"), time.time())
+        with self._lock:
+            self.messages.append(received)
+
+    def on(self, suffix: str) -> list[Received]:
+        """Messages on ``root/suffix``, in arrival order."""
+        with self._lock:
+            return [m for m in self.messages if m.topic == f"{self.root}/{suffix}"]
+
+    def clear_retained(self) -> None:
+        """Remove what the benchmark's device left retained on the broker (empty retained payloads)."""
+        with self._lock:
+            topics = {m.topic for m in self.messages if m.topic.rsplit("/", 1)[-1] in RETAINED}
+        for topic in sorted(topics):
+            self._client.publish(topic, b"", qos=1, retain=True).wait_for_publish(CONNECT_WAIT)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+@dataclass(frozen=True)
+class Broker:
+    settings: MqttSettings | None  # None: no broker, see ``why``
+    whose: str  # configured or private
+    why: str = ""
+
+    def describe(self) -> str:
+        if self.settings is None:
+            return f"none: {self.why}"
+        return f"{self.whose} broker at {self.settings.address}"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOCAL, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection((LOCAL, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _answers(settings: MqttSettings) -> bool:
+    subscriber = Subscriber(settings, "appliance-bench-probe")
+    if not subscriber.connect():
+        return False
+    subscriber.close()
+    return True
+
+
+@contextlib.contextmanager
+def _mosquitto(folder: Path) -> Iterator[int | None]:
+    """A private mosquitto on 127.0.0.1; yields its port, or None when it did not come up."""
+    port = _free_port()
+    config = folder / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} {LOCAL}\nallow_anonymous true\npersistence false\n"
+        # started as root, mosquitto would switch to its own user
+        f"user {getpass.getuser()}\nlog_type error\nlog_type warning\n"
+    )
+    with (folder / "mosquitto.log").open("ab") as output:
+        process = subprocess.Popen(
+            ["mosquitto", "-c", str(config)], stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    try:
+        deadline = time.monotonic() + CONNECT_WAIT
+        while not _accepts(port) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        yield port if process.poll() is None and _accepts(port) else None
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(5)
+
+
+@contextlib.contextmanager
+def open_broker(config: Config, folder: Path) -> Iterator[Broker]:
+    """The broker to measure through, for the length of the ``with`` block."""
+    configured = replace(MqttSettings.from_config(config, "bench"), client_id="")
+    if _answers(configured):
+        yield Broker(configured, "configured")
+        return
+    if shutil.which("mosquitto") is None:
+        why = f"no broker answers at {configured.address} and mosquitto is not installed"
+        yield Broker(None, "", why)
+        return
+    with _mosquitto(folder) as port:
+        if port is None:
+            yield Broker(None, "", f"no broker answers at {configured.address}; a private mosquitto did not start")
+            return
+        yield Broker(MqttSettings(host=LOCAL, port=port), "private")
