@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(commands)
     _add_reference(commands)
     _add_fetch(commands)
+    _add_yolo(commands)
     return parser
 
 
@@ -129,9 +130,24 @@ def _add_training(commands: Commands) -> None:
 
     classifier_training = training_parser(
         "classifier",
-        "train a MobileNetV2 classifier on a folder with one subfolder of person crops per label, then convert it",
+        "fine-tune a MobileNetV2 classifier on a folder with one subfolder per label (images and videos), "
+        "on person crops made with --detector, then convert it",
     )
-    classifier_training.add_argument("dataset", type=Path, help="folder with one subfolder per label")
+    classifier_training.add_argument(
+        "dataset", type=Path, help="folder with one subfolder per label, holding images and/or videos"
+    )
+    classifier_training.add_argument(
+        "--detector",
+        type=Path,
+        metavar="DIR",
+        help="a models folder whose detector slot finds the persons to crop (default: images are crops already)",
+    )
+    classifier_training.add_argument(
+        "--frame-step", type=_positive, default=5, metavar="K", help="use every K-th frame of a video (default 5)"
+    )
+    classifier_training.add_argument(
+        "--batch", type=_positive, default=64, metavar="N", help="crops per training step (default 64)"
+    )
     classifier_training.add_argument("--size", type=_positive, default=96, help="input size in pixels (default 96)")
     classifier_training.add_argument(
         "--weights", type=Path, metavar="FILE", help="MobileNetV2 ImageNet weights (.h5) to start from"
@@ -184,6 +200,58 @@ def _add_fetch(commands: Commands) -> None:
     fetch.add_argument("--timeout", type=float, default=30.0, metavar="S", help="network timeout in seconds")
 
 
+def _add_yolo(commands: Commands) -> None:
+    yolo = commands.add_parser(
+        "yolo",
+        help="convert an Ultralytics YOLOv8/YOLO11 detector (ONNX export or .pt) to the int8 detector slot",
+        description="Convert an Ultralytics v8/11 detection model to full-integer int8 TFLite through onnx2tf (run "
+        "in its own Python >= 3.12 environment, made on first use in .venv-onnx2tf/), calibrated on --calib; "
+        "boxes are normalised to 0..1 inside the model; compare int8 with float and update the manifest.",
+    )
+    yolo.add_argument("model", type=Path, help="ONNX export (.onnx), or a .pt checkpoint when ultralytics is installed")
+    yolo.add_argument("--size", type=_positive, default=320, help="input size in pixels (default 320)")
+    yolo.add_argument(
+        "--labels", type=Path, metavar="FILE", help="class names, one per line (default: the export's metadata)"
+    )
+    yolo.add_argument("--person-label", default="person", metavar="NAME", help="the person class (default person)")
+    yolo.add_argument(
+        "--calib", type=Path, required=True, metavar="DIR", help="frames of the watched scene: images and/or videos"
+    )
+    yolo.add_argument("--calib-frames", type=_positive, default=200, metavar="N", help="frames to sample (default 200)")
+    yolo.add_argument("--out", type=Path, default=default_models_dir(), metavar="DIR", help="models folder to update")
+    yolo.add_argument(
+        "--work", type=Path, default=Path("work") / "yolo", metavar="DIR", help="where the SavedModel and logs go"
+    )
+    yolo.add_argument("--io", choices=IO_TYPES, default="int8", help="type of the model's inputs and outputs")
+    yolo.add_argument("--threads", type=_positive, default=2, metavar="N", help="interpreter threads for validation")
+
+
+def _yolo(args: argparse.Namespace, command: str) -> int:
+    from tools.convert.yolo import YoloRequest, convert_yolo
+
+    request = YoloRequest(
+        args.model,
+        args.size,
+        args.labels,
+        args.person_label,
+        args.calib,
+        args.calib_frames,
+        args.out,
+        args.work,
+        args.io,
+        args.threads,
+        command,
+    )
+    report = convert_yolo(request)
+    report_slot = "detector"
+    float_bytes, int8_bytes = report.sizes["model"]
+    print(f"detector: {args.out / 'detector.tflite'}, {int8_bytes / 1024:.0f} KiB (float {float_bytes / 1024:.0f} KiB)")
+    print(report.agreement.summary)
+    print(f"wrote {report.metadata} and updated {args.out / 'manifest.json'}")
+    print(f"report: {args.out / (report_slot + '-report.md')}")
+    return 0
+
+
 def _fetch(args: argparse.Namespace) -> int:
     from tools.convert.fetch import describe, fetch_all
 
@@ -214,6 +282,7 @@ def _keras(args: argparse.Namespace, command: str) -> int:
         conversion, sources, data, args.calib, args.calib_frames, args.out, args.io, args.threads, command
     )
     report = run(request)
+    report_slot = args.slot
     for role, (float_bytes, int8_bytes) in report.sizes.items():
         name = conversion.model_files[role]
         print(
@@ -221,6 +290,7 @@ def _keras(args: argparse.Namespace, command: str) -> int:
         )
     print(report.agreement.summary)
     print(f"wrote {report.metadata} and updated {args.out / 'manifest.json'}")
+    print(f"report: {args.out / (report_slot + '-report.md')}")
     return 0
 
 
@@ -239,13 +309,13 @@ def _training(args: argparse.Namespace, command: str) -> int:
             args.coco, args.images, replace(DetectorRecipe(size=args.size), **epochs), to, args.calib
         )
     elif args.command == "classifier":
-        classifier = replace(ClassifierRecipe(size=args.size, weights=args.weights), **epochs)
-        summary = train.classifier(args.dataset, classifier, to, args.calib)
+        recipe = ClassifierRecipe(size=args.size, weights=args.weights, frame_step=args.frame_step, batch=args.batch)
+        summary = train.classifier(args.dataset, replace(recipe, **epochs), to, args.calib, args.detector)
     else:
         captioner = replace(CaptionerRecipe(max_length=args.max_length), **epochs)
         summary = train.captioner(args.captions, args.images, captioner, to, args.calib)
     print(summary)
-    print(f"updated {args.out / 'manifest.json'}")
+    print(f"updated {args.out / 'manifest.json'}; report: {args.out / (args.command + '-report.md')}")
     return 0
 
 
@@ -261,14 +331,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(arguments)
     command = "python -m tools.convert " + shlex.join(arguments)
+    handlers = {
+        "keras": lambda: _keras(args, command),
+        "reference": lambda: _reference(args),
+        "fetch": lambda: _fetch(args),
+        "yolo": lambda: _yolo(args, command),
+    }
     try:
-        if args.command == "keras":
-            return _keras(args, command)
-        if args.command == "reference":
-            return _reference(args)
-        if args.command == "fetch":
-            return _fetch(args)
-        return _training(args, command)
+        return handlers.get(args.command, lambda: _training(args, command))()
     except ConvertError as error:
         print(f"tools.convert: {error}", file=sys.stderr)
         return 2

@@ -2,7 +2,7 @@
 
 - detection: a COCO instances file (``images``, ``annotations`` with ``bbox`` [x, y, w, h],
   ``categories``); ``iscrowd: 1`` marks a region to ignore (neither to find nor a false positive);
-- classification: a folder with one subfolder per label, holding images;
+- classification: a folder with one subfolder per label, holding images and videos;
 - captions: a COCO captions file (``images``, ``annotations`` with ``image_id`` and ``caption``).
 """
 
@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from appliance.inference.imaging import Image
 from tools.convert import ConvertError
-from tools.convert.frames import IMAGE_SUFFIXES
+from tools.convert.frames import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from tools.convert.progress import progress
 
 # Person crops of a classifier data set are squares around the person, widened by this share of
@@ -108,7 +108,7 @@ def read_coco_detection(annotations: Path, images: Path) -> DetectionSet:
 @dataclass(frozen=True)
 class LabelledImages:
     labels: list[str]  # the subfolder names, sorted
-    samples: list[tuple[Path, int]]
+    samples: list[tuple[Path, int]]  # an image or a video, and its label
 
 
 def read_label_folders(folder: Path) -> LabelledImages:
@@ -121,11 +121,11 @@ def read_label_folders(folder: Path) -> LabelledImages:
         (path, i)
         for i, label in enumerate(labels)
         for path in sorted((folder / label).rglob("*"))
-        if path.suffix.lower() in IMAGE_SUFFIXES
+        if path.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
     ]
     empty = [label for i, label in enumerate(labels) if not any(s[1] == i for s in samples)]
     if empty:
-        raise ConvertError(f"{folder}: no images for {', '.join(empty)}")
+        raise ConvertError(f"{folder}: no images or videos for {', '.join(empty)}")
     return LabelledImages(labels, samples)
 
 

@@ -163,18 +163,30 @@ def evaluate_classifier(
 
 def corpus_bleu(references: Sequence[Sequence[str]], hypotheses: Sequence[Sequence[str]], order: int) -> float:
     """BLEU-``order`` over a corpus, one reference per hypothesis, uniform weights, brevity penalty."""
+    return multi_reference_bleu([[reference] for reference in references], hypotheses, order)
+
+
+def multi_reference_bleu(
+    references: Sequence[Sequence[Sequence[str]]], hypotheses: Sequence[Sequence[str]], order: int
+) -> float:
+    """Corpus BLEU-``order`` with several references per hypothesis (as COCO has five captions an image):
+    n-gram counts clipped by their largest count in any reference, and the brevity penalty against
+    the reference length closest to each hypothesis (the shorter on a tie), as Papineni et al."""
     matches, totals = [0] * order, [0] * order
-    for reference, hypothesis in zip(references, hypotheses, strict=True):
+    ref_length = hyp_length = 0
+    for refs, hypothesis in zip(references, hypotheses, strict=True):
         for n in range(1, order + 1):
-            ref = Counter(tuple(reference[i : i + n]) for i in range(len(reference) - n + 1))
             hyp = Counter(tuple(hypothesis[i : i + n]) for i in range(len(hypothesis) - n + 1))
-            matches[n - 1] += sum(min(count, ref[gram]) for gram, count in hyp.items())
+            most: Counter[tuple[str, ...]] = Counter()
+            for reference in refs:
+                most |= Counter(tuple(reference[i : i + n]) for i in range(len(reference) - n + 1))
+            matches[n - 1] += sum(min(count, most[gram]) for gram, count in hyp.items())
             totals[n - 1] += max(len(hypothesis) - n + 1, 0)
+        hyp_length += len(hypothesis)
+        ref_length += min((abs(len(r) - len(hypothesis)), len(r)) for r in refs)[1]
     if min(totals) == 0 or min(matches) == 0:
         return 0.0
     log_precision = sum(math.log(m / t) for m, t in zip(matches, totals, strict=True)) / order
-    ref_length = sum(len(r) for r in references)
-    hyp_length = sum(len(h) for h in hypotheses)
     brevity = 1.0 if hyp_length > ref_length else math.exp(1 - ref_length / max(hyp_length, 1))
     return brevity * math.exp(log_precision)
 

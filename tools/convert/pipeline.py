@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from appliance.inference.manifest import (
 from appliance.inference.model import TFLiteModel
 from appliance.inference.slot import signature_of
 from tools.convert.frames import sample_frames, split_held_out
+from tools.convert.report import conversion_figures, write_report
 from tools.convert.slots import Agreement, SlotConversion
 from tools.convert.tflite import as_saved_model, convert, tensorflow_version
 
@@ -42,6 +43,8 @@ class Request:
     threads: int
     command: str
     float_out: Path | None = None  # where to publish the float models too (a models folder of their own)
+    toolchain: dict[str, str] = field(default_factory=dict)  # what else made the source (onnx2tf's version)
+    report: bool = True  # write SLOT-report.md and .png into ``out`` (trainers write a fuller one themselves)
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ def run(request: Request) -> Report:
             role: {"path": str(path), "sha256": sha256_of(path) if path.is_file() else None}
             for role, path in request.sources.items()
         },
-        "toolchain": {"appliance": __version__, "tensorflow": tensorflow_version()},
+        "toolchain": {"appliance": __version__, "tensorflow": tensorflow_version(), **request.toolchain},
         "calibration": {
             "folder": str(request.calib),
             "frames": len(calibration),
@@ -137,6 +140,8 @@ def run(request: Request) -> Report:
         "manifest_entry": entry.to_json(),
     }
     metadata.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if request.report:
+        write_report(request.out, slot, conversion_figures(slot, request.command, agreement))
     return Report(entry, agreement, metadata, sizes)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,6 +38,8 @@ class Agreement:
 
     metrics: dict[str, Any]
     summary: str
+    pairs: list[tuple[float, float]] = field(default_factory=list)  # (float, int8) score of the same thing
+    pairs_label: str = "score"
 
 
 def _whole(frame: Image) -> tuple[float, float, float, float]:
@@ -145,6 +147,7 @@ class DetectorConversion(SingleImageConversion):
     def agreement(self, reference: Detector, quantized: Detector, frames: list[Image]) -> Agreement:
         found_float = found_int8 = 0
         ious: list[float] = []
+        pairs: list[tuple[float, float]] = []
         for frame in progress(iterable=frames, desc="validating detector"):
             a, b = reference.detect(frame), quantized.detect(frame)
             found_float, found_int8 = found_float + len(a), found_int8 + len(b)
@@ -157,6 +160,7 @@ class DetectorConversion(SingleImageConversion):
                 best = int(overlaps.argmax())
                 if overlaps[best] >= 0.5:
                     ious.append(float(overlaps[best]))
+                    pairs.append((detection.score, same[best].score))
                     unmatched.remove(same[best])
         matched = len(ious) / found_float if found_float else 1.0
         mean_iou = float(np.mean(ious)) if ious else 0.0
@@ -181,7 +185,7 @@ class DetectorConversion(SingleImageConversion):
                 "of it: the boxes are in input pixels and share the tensor with the scores; normalise them to 0..1 "
                 "inside the model, as Ultralytics' TFLite export does"
             )
-        return Agreement(metrics, summary)
+        return Agreement(metrics, summary, pairs, "score of a matched box")
 
 
 class ClassifierConversion(SingleImageConversion):
@@ -212,9 +216,11 @@ class ClassifierConversion(SingleImageConversion):
 
     def agreement(self, reference: Classifier, quantized: Classifier, frames: list[Image]) -> Agreement:
         agree, largest = 0, 0.0
+        pairs: list[tuple[float, float]] = []
         for frame in progress(iterable=frames, desc="validating classifier"):
             a, b = reference.classify(frame, _whole(frame)), quantized.classify(frame, _whole(frame))
             agree += a.top[0] == b.top[0]
+            pairs.append((a.top[1], b.scores[a.top[0]]))
             largest = max(largest, *(abs(a.scores[k] - b.scores[k]) for k in a.scores))
         rate = agree / len(frames)
         metrics = {"frames": len(frames), "top1_agreement": rate, "max_score_difference": largest}
@@ -222,7 +228,7 @@ class ClassifierConversion(SingleImageConversion):
             f"classifier: top-1 agreement {rate:.1%} ({agree} of {len(frames)} held-out crops), "
             f"largest score difference {largest:.3f}"
         )
-        return Agreement(metrics, summary)
+        return Agreement(metrics, summary, pairs, "score of the float model's top label")
 
 
 class CaptionerConversion(SlotConversion):
@@ -292,11 +298,13 @@ class CaptionerConversion(SlotConversion):
     ) -> Agreement:
         same_tokens = positions = same_captions = 0
         examples: list[dict[str, str]] = []
+        pairs: list[tuple[float, float]] = []
         for frame in progress(iterable=frames, desc="validating captioner"):
             a, b = reference.caption(frame), quantized.caption(frame)
             positions += max(len(a.tokens), len(b.tokens))
             same_tokens += sum(x == y for x, y in zip(a.tokens, b.tokens, strict=False))
             same_captions += a.tokens == b.tokens
+            pairs.append((a.mean_logprob, b.mean_logprob))
             if len(examples) < 5:
                 examples.append({"float": a.text, "int8": b.text})
         token_rate = same_tokens / positions if positions else 1.0
@@ -311,4 +319,4 @@ class CaptionerConversion(SlotConversion):
             f"captioner: identical tokens {token_rate:.1%}, identical captions {caption_rate:.1%} "
             f"({same_captions} of {len(frames)} held-out frames, greedy decoding)"
         )
-        return Agreement(metrics, summary)
+        return Agreement(metrics, summary, pairs, "mean log-probability per token")

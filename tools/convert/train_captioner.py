@@ -4,7 +4,9 @@ The encoder turns the whole frame (stretched to its input, 0..1) into a grid of 
 the decoder, one token per call, attends over the grid (Bahdanau) with its hidden state, feeds
 the attended features and the previous word to a GRU cell and scores the next word. Training
 uses teacher forcing on whole captions; the vocabulary keeps the most frequent words with
-<pad>, <start>, <end> and <unk>.
+<pad>, <start>, <end> and <unk>. One image in twenty is held out, with all its captions: for
+the validation loss (early stopping keeps the best epoch) and for BLEU-1..4 of the float and
+int8 models after conversion (tools/convert/train.py).
 """
 
 from __future__ import annotations
@@ -119,6 +121,12 @@ class Captioner:
     decoder: keras.Model
     vocabulary: list[str]
     losses: list[tuple[float, float]]  # (training, validation) per epoch
+    held_out: list[int]  # the images (indices into the pairs trained on) validation held out
+
+
+def held_out_images(count: int) -> list[int]:
+    """One image in twenty, with all its captions: the validation loss and the BLEU evaluation."""
+    return [i for i in range(count) if i % 20 == 19]
 
 
 class _TeacherForcing:
@@ -166,7 +174,7 @@ def train_captioner(pairs: Sequence[tuple[Path, Sequence[str]]], recipe: Caption
     vocabulary = build_vocabulary(texts, recipe.vocabulary)
     sequences = np.array([tokens(t, vocabulary, recipe.max_length) for t in texts], np.int32)
     owner = np.array(owners)
-    held = owner % 20 == 19  # 5 % of the images, with all their captions, for the validation loss
+    held = np.isin(owner, held_out_images(len(pairs)))
     encoder = build_encoder(recipe)
     decoder = build_decoder(encoder.output.shape[1], len(vocabulary), recipe)
     steps = _TeacherForcing(encoder, decoder, recipe, vocabulary.index("<pad>"))
@@ -204,4 +212,4 @@ def train_captioner(pairs: Sequence[tuple[Path, Sequence[str]]], recipe: Caption
     if best_weights is not None:
         encoder.set_weights(best_weights[0])
         decoder.set_weights(best_weights[1])
-    return Captioner(encoder, decoder, vocabulary, losses)
+    return Captioner(encoder, decoder, vocabulary, losses, held_out_images(len(pairs)))

@@ -1,8 +1,12 @@
 """Train a MobileNetV2 classifier of person crops on a folder with one subfolder per label.
 
-Crops are made with the appliance's own square crop (the whole image is the box), scaled to -1..1
-as MobileNetV2 expects; rare labels weigh more; flips, small rotations, brightness and colour
-shifts augment; training stops early when the validation loss stops falling.
+The subfolders hold images and videos (every ``frame_step``-th frame is used). With a detector,
+each person it finds becomes a crop (tools/convert/crops.py); without one, each image or frame is
+a crop already. Crops are the appliance's own square crop, scaled to -1..1 as MobileNetV2
+expects; one file in ten is held out for validation (one crop in ten when there are fewer than
+ten files), so frames of one video do not sit on both sides; rare labels weigh more; flips,
+small rotations, brightness and colour shifts augment; training stops early when the validation
+loss stops falling and keeps the best epoch. ImageNet weights come from a file when given.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import tensorflow as tf
 
-from appliance.inference.imaging import square_crop
-from tools.convert.datasets import LabelledImages, read_image
-from tools.convert.progress import progress
+from appliance.inference.detector import Detector
+from tools.convert import ConvertError
+from tools.convert.crops import Crops, person_crops
+from tools.convert.datasets import LabelledImages
 from tools.convert.training import EpochProgress, fast_batchnorm
 
 
@@ -34,25 +39,40 @@ class ClassifierRecipe:
     learning_rate: float = 2e-3
     patience: int = 3  # epochs without a better validation loss before stopping
     weights: Path | None = None  # ImageNet weights of MobileNetV2 (an .h5 file), else from scratch
+    frame_step: int = 5  # every k-th frame of a video
     seed: int = 0
 
 
-def prepare(data: LabelledImages, size: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int32]]:
-    images = np.empty((len(data.samples), size, size, 3), np.uint8)
-    for i, (path, _) in enumerate(progress(iterable=data.samples, desc="cropping")):
-        image = read_image(path)
-        images[i] = square_crop(image, (0.0, 0.0, float(image.shape[1]), float(image.shape[0])), 0.0, size)
-    return images, np.array([label for _, label in data.samples], np.int32)
+@dataclass
+class TrainedClassifier:
+    model: keras.Model
+    crops: Crops
+    held_out: npt.NDArray[np.bool_]  # (N,) the crops validation held out
+    losses: list[dict[str, float]]  # per epoch: loss, val_loss
+
+
+def held_out_crops(crops: Crops) -> npt.NDArray[np.bool_]:
+    """Every tenth file's crops, or every tenth crop when there are fewer than ten files."""
+    files = int(crops.sources.max()) + 1
+    keys = crops.sources if files >= 10 else np.arange(len(crops.labels))
+    return np.asarray(keys % 10 == 9)
 
 
 def build_classifier(classes: int, recipe: ClassifierRecipe) -> keras.Model:
-    base = keras.applications.MobileNetV2(
-        input_shape=(recipe.size, recipe.size, 3),
-        alpha=recipe.alpha,
-        include_top=False,
-        weights=str(recipe.weights) if recipe.weights else None,
-        pooling="avg",
-    )
+    if recipe.weights is not None and not recipe.weights.is_file():
+        raise ConvertError(f"{recipe.weights}: no such file (fetch it: python -m tools.convert fetch)")
+    try:
+        base = keras.applications.MobileNetV2(
+            input_shape=(recipe.size, recipe.size, 3),
+            alpha=recipe.alpha,
+            include_top=False,
+            weights=str(recipe.weights) if recipe.weights else None,
+            pooling="avg",
+        )
+    except (ValueError, OSError) as error:
+        raise ConvertError(
+            f"{recipe.weights}: not MobileNetV2 ImageNet weights without the top for alpha {recipe.alpha}: {error}"
+        ) from None
     scores = keras.layers.Dense(classes, activation="softmax", name="scores")(keras.layers.Dropout(0.2)(base.output))
     return fast_batchnorm(keras.Model(base.input, scores, name="classifier"))
 
@@ -70,11 +90,14 @@ def _augmented(images: tf.Tensor, seed: tf.Tensor, rotate: keras.layers.Layer) -
     return pixels / 127.5 - 1.0
 
 
-def train_classifier(data: LabelledImages, recipe: ClassifierRecipe) -> keras.Model:
+def train_classifier(
+    data: LabelledImages, recipe: ClassifierRecipe, detector: Detector | None = None
+) -> TrainedClassifier:
     keras.utils.set_random_seed(recipe.seed)
     tf.config.experimental.enable_op_determinism()
-    images, labels = prepare(data, recipe.size)
-    held = np.arange(len(images)) % 10 == 9
+    crops = person_crops(data, recipe.size, recipe.frame_step, detector)
+    images, labels = crops.images, crops.labels
+    held = held_out_crops(crops)
     counts = np.bincount(labels[~held], minlength=len(data.labels)).astype(np.float64)
     weights = {i: float(counts.sum() / (len(counts) * max(c, 1.0))) for i, c in enumerate(counts)}
     rotate = keras.layers.RandomRotation(0.03, fill_mode="constant", fill_value=114.0, seed=recipe.seed)
@@ -91,6 +114,7 @@ def train_classifier(data: LabelledImages, recipe: ClassifierRecipe) -> keras.Mo
     model = build_classifier(len(data.labels), recipe)
     model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate), loss="sparse_categorical_crossentropy")
     stop = keras.callbacks.EarlyStopping(patience=recipe.patience, restore_best_weights=True)
+    epochs = EpochProgress("training classifier", recipe.epochs)
     model.fit(
         train,
         validation_data=validation,
@@ -98,6 +122,6 @@ def train_classifier(data: LabelledImages, recipe: ClassifierRecipe) -> keras.Mo
         shuffle=False,  # the dataset shuffles itself
         class_weight=weights,
         verbose=0,
-        callbacks=[stop, EpochProgress("training classifier", recipe.epochs)],
+        callbacks=[stop, epochs],
     )
-    return model
+    return TrainedClassifier(model, crops, held, epochs.losses)
