@@ -110,6 +110,7 @@ def test_the_classifier_trains_on_videos_with_detector_crops(
     assert metadata["calibration"]["folder"].endswith("classifier-crops")
 
 
+@pytest.mark.filterwarnings("ignore:Skipping nested container:UserWarning")  # Keras, while it tries the file
 def test_a_weights_file_of_another_model_is_refused(
     action_videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
