@@ -62,6 +62,18 @@ def _watch(args: argparse.Namespace) -> int:
     return run_watch(args, _load(args), sys.stdout)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from appliance.bench import run_bench
+
+    return run_bench(_load(args), args.out, quick=args.quick)
+
+
+def _capture(args: argparse.Namespace) -> int:
+    from appliance.capture import run_capture
+
+    return run_capture(_load(args), args.camera, args.frames, args.out, every=args.every)
+
+
 def _sim_list(_: argparse.Namespace) -> int:
     from appliance.sim.scenario import list_scenarios
 
@@ -107,6 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     watch = command("watch", "print captions, alerts and events from the MQTT broker as they arrive, a line each")
     add_arguments(watch)
     watch.set_defaults(handler=_watch)
+
+    bench = command("bench", "measure the models, the pipeline against the bare interpreter, memory and idle cost")
+    bench.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for bench.json and bench.md")
+    bench.add_argument("--quick", action="store_true", help="a short run that checks the benchmark works (CI)")
+    bench.set_defaults(handler=_bench)
+
+    capture = command("capture", "save frames from a configured camera, to calibrate models on the real scene")
+    capture.add_argument("--camera", type=int, choices=(0, 1), default=0, help="camera slot (default 0)")
+    capture.add_argument("--frames", type=int, default=200, metavar="K", help="frames to save (default 200)")
+    capture.add_argument(
+        "--every", type=float, default=1.0, metavar="S", help="seconds between saved frames (default 1)"
+    )
+    capture.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write the frames into")
+    capture.set_defaults(handler=_capture)
 
     config = command("config", "print the effective settings as an env file")
     config.add_argument("--table", action="store_true", help="print the settings table of the README instead")

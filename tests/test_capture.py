@@ -52,3 +52,15 @@ def test_a_camera_that_ends_early_keeps_what_it_saved(tmp_path: Path, capsys: py
     assert run_capture(config, 0, 10, tmp_path / "out", every=0.0) == 1
     assert len(list((tmp_path / "out").glob("*.png"))) == 3
     assert "camera 0 ended after 3 of 10 frames" in capsys.readouterr().out
+
+
+def test_the_capture_command_takes_its_camera_from_the_env_file(tmp_path: Path) -> None:
+    from appliance.cli import main
+
+    env = tmp_path / "appliance.env"
+    env.write_text(f"APPLIANCE_CAMERA_0=\nAPPLIANCE_CAMERA_1={SIM}\n")
+    out = tmp_path / "frames"
+    args = ["capture", "--env-file", str(env), "--camera", "1", "--frames", "2", "--every", "0", "--out", str(out)]
+    assert main(args) == 0
+    assert len(list(out.glob("camera1_*.png"))) == 2
+    assert main(["capture", "--env-file", str(env), "--camera", "0", "--frames", "1", "--out", str(out)]) == 2
