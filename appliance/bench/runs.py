@@ -155,7 +155,7 @@ class ServiceRuns:
             result = self.probe(name, ProbeSpec("service", str(env), plan.warmup, plan.cpu_window, plan.sample_every))
             rate = None
             if subscriber is not None and result.window_start is not None:
-                rate = _detection_rate(subscriber.on("stats"), result.window_start, result.wall)
+                rate = _detection_rate(subscriber.on("stats"), result.window_start, result.wall, plan.stats_every)
         return SceneCpu(scene, result.wall, result.process_cpu, result.camera_cpu, rate)
 
     def synthetic_run(self, models_loaded_mb: float) -> tuple[MemoryResult, LatencyResult]:
@@ -189,12 +189,12 @@ class ServiceRuns:
         return memory, latency
 
 
-def _detection_rate(messages: list[Received], start: float, wall: float) -> float | None:
-    """Mean detections per second over the stats messages sent within the window."""
+def _detection_rate(messages: list[Received], start: float, wall: float, period: float) -> float | None:
+    """Mean detections per second over the stats periods that lie wholly within the window."""
     rates = []
     for message in messages:
         stats = json.loads(message.payload)
-        if start < float(stats["ts"]) <= start + wall:
+        if start <= float(stats["ts"]) - period and float(stats["ts"]) <= start + wall:
             rates.append(float(stats["detections_per_s"]))
     return statistics.fmean(rates) if rates else None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 
 from appliance.bench.results import BenchReport, Figure, PipelineResult, Spread, Target
+from appliance.bench.scenes import FPS
+from appliance.cameras.sim import KEEP
 
 RATE_RATIO = Target(">=", 0.95)  # pre- and post-processing cost at most ~5 % of the detector's rate
 DECODE_MS = Target("<=", 1.0)
@@ -129,7 +131,8 @@ def _memory(report: BenchReport) -> list[Figure]:
             memory.growth_mb,
             "MB",
             GROWTH_MB,
-            "median RSS of the last samples minus that of the first after warm-up",
+            "median RSS of the last samples minus that of the first after warm-up; the synthetic cameras keep "
+            f"the truth of their last {KEEP:,} frames ({KEEP / FPS / 60:.0f} min), which a device does not",
         ),
     ]
 
@@ -157,17 +160,26 @@ def _cpu(report: BenchReport) -> list[Figure]:
     ]
 
 
+LATENCY_NOTES = {
+    "latency.person_on": "the truth counts a person once half of them shows: below zero, the detector was quicker",
+    "latency.caption": "includes the wait for the period's best frame (up to APPLIANCE_KEYFRAME_EVERY)",
+    "latency.delivery": "from the describer's result to the subscriber: main loop, outbox, publisher, broker",
+}
+
+
 def _latency(report: BenchReport) -> list[Figure]:
     latency = report.latency
-    why = latency.not_measured
     found = []
     for key, label, values in (
         ("latency.person_on", "First frame with a person to MQTT person ON", latency.person_on_s),
         ("latency.caption", "Keyframe grabbed to MQTT caption", latency.caption_s),
         ("latency.delivery", "Caption described to MQTT caption", latency.caption_delivery_s),
     ):
-        note = why or f"{len(values)} message(s) through the {latency.broker}"
-        if not values and not why:
+        if latency.not_measured:
+            note = latency.not_measured
+        elif values:
+            note = f"{len(values)} message(s) through the {latency.broker}; {LATENCY_NOTES[key]}"
+        else:
             note = f"no message arrived through the {latency.broker}"
         median = statistics.median(values) if values else None
         found.append(Figure(f"{key}.median", f"{label}, median", median, "s", None, note))
