@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.image.imagekit import SECTOR, Built, partitions, run
+from tests.image.imagekit import Built, opened_root, run
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_BUILD = ROOT / "image-build"
@@ -108,31 +108,8 @@ def built(standin_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     image = folder / "appliance.img"
     with image.open("wb") as stream:
         subprocess.run(["xz", "-dc", output], stdout=stream, check=True)
-    root_partition = partitions(image)[1]
-    loop = run(
-        "losetup",
-        "--find",
-        "--show",
-        "--offset",
-        str(root_partition.offset),
-        "--sizelimit",
-        str(root_partition.sectors * SECTOR),
-        image,
-    ).strip()
-    root = folder / "root"
-    root.mkdir()
-    mounts: list[Path] = []
     try:
-        run("mount", loop, root)
-        mounts.append(root)
-        # No /sys, as in the build: with the host's CPU topology in view, XNNPACK crashes int8 models under qemu-user.
-        for kind, target in (("proc", "proc"), ("tmpfs", "run")):
-            run("mount", "-t", kind, kind, root / target)
-            mounts.append(root / target)
-        run("mount", "--bind", "/dev", root / "dev")
-        mounts.append(root / "dev")
-        yield Built(standin_base, output, image, root, seconds, done.stderr)
+        with opened_root(image, folder / "root") as root:
+            yield Built(standin_base, output, image, root, seconds, done.stderr)
     finally:
-        for mounted in reversed(mounts):
-            subprocess.run(["umount", mounted], check=False)
-        subprocess.run(["losetup", "-d", loop], check=False)
+        image.unlink()  # 1.5 GB that pytest would keep for its last three runs

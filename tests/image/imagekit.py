@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,3 +79,40 @@ def in_image(built: Built, *command: str, timeout: float = 600) -> str:
         *command,
         timeout=timeout,
     )
+
+
+@contextlib.contextmanager
+def opened_root(image: Path, root: Path, grow: bool = False) -> Iterator[Path]:
+    """The image's root file system mounted at ``root`` (grown to its partition first when ``grow``), ready
+    for chroot: /proc, /run and the host's /dev. No /sys, as in the build: with the host's CPU topology in
+    view, XNNPACK crashes int8 models under qemu-user. Everything is unmounted and detached afterwards.
+    """
+    partition = partitions(image)[1]
+    loop = run(
+        "losetup",
+        "--find",
+        "--show",
+        "--offset",
+        str(partition.offset),
+        "--sizelimit",
+        str(partition.sectors * SECTOR),
+        image,
+    ).strip()
+    root.mkdir(exist_ok=True)
+    mounts: list[Path] = []
+    try:
+        if grow:
+            subprocess.run(["e2fsck", "-fy", loop], capture_output=True, check=False)
+            run("resize2fs", loop)
+        run("mount", loop, root)
+        mounts.append(root)
+        for kind, target in (("proc", "proc"), ("tmpfs", "run")):
+            run("mount", "-t", kind, kind, root / target)
+            mounts.append(root / target)
+        run("mount", "--bind", "/dev", root / "dev")
+        mounts.append(root / "dev")
+        yield root
+    finally:
+        for mounted in reversed(mounts):
+            subprocess.run(["umount", mounted], check=False)
+        subprocess.run(["losetup", "-d", loop], check=False)
