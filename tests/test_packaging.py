@@ -14,9 +14,15 @@ def test_the_default_install_has_the_on_device_dependencies() -> None:
     assert {"numpy", "opencv-python-headless", "paho-mqtt", "ai-edge-litert"} <= default
 
 
-def test_the_heavy_toolchain_is_only_in_the_convert_extra() -> None:
-    heavy = {"tensorflow", "tensorflow-cpu", "torch", "onnx2tf"}
+def test_the_heavy_packages_are_only_in_the_host_side_extras() -> None:
+    """TensorFlow is the toolchain's (extra ``convert``); torch and ONNX serve only the tests (extra ``dev``)."""
+    where = {"tensorflow": "convert", "tensorflow-cpu": "convert", "torch": "dev", "onnx": "dev", "onnxruntime": "dev"}
+    seen = set()
     for requirement in _requirements():
-        if requirement.name.lower() in heavy:
-            assert requirement.marker is not None
-            assert 'extra == "convert"' in str(requirement.marker)
+        name = requirement.name.lower()
+        assert name != "onnx2tf", "onnx2tf pins its own TensorFlow: it runs in an environment of its own"
+        if name in where:
+            assert requirement.marker is not None, f"{name} would be installed on the device"
+            assert f'extra == "{where[name]}"' in str(requirement.marker), f"{name}: {requirement.marker}"
+            seen.add(name)
+    assert {"tensorflow-cpu", "tensorflow", "torch"} <= seen
