@@ -13,7 +13,8 @@ runs it as root before the network, the MQTT broker and the appliance start. It 
    password is made once on the device and handed to it in ``/run/appliance-setup/mqtt.env``,
    which ``appliance.service`` reads before ``appliance.env`` (so settings there win).
 
-Device settings are a file of their own because the appliance rejects any key it does not know in
+It also removes a byte-order mark from ``appliance.env``, which systemd would not skip. Device
+settings are a file of their own because the appliance rejects any key it does not know in
 ``appliance.env``. Running at every boot, not only the first, means an edit of either file on a PC
 takes effect at the next power-on. Problems are logged (the journal) and give exit status 1; what
 can still be applied is applied.
@@ -22,6 +23,7 @@ can still be applied is applied.
 from __future__ import annotations
 
 import argparse
+import codecs
 import grp
 import os
 import re
@@ -181,7 +183,23 @@ class Setup:
         staging.replace(target)
         self.log(f"MQTT broker users: {', '.join(sorted(users)) or 'none'}")
 
+    def strip_byte_order_mark(self) -> None:
+        """Remove a UTF-8 byte-order mark from appliance.env (as older Notepads write one).
+
+        The appliance's own reader skips it, but systemd's ``EnvironmentFile=`` does not: it would
+        glue it onto the first key, and a setting on the first line would be silently lost.
+        """
+        path = self.boot / "appliance.env"
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return  # the appliance reports a missing or unreadable file
+        if data.startswith(codecs.BOM_UTF8):
+            path.write_bytes(data[len(codecs.BOM_UTF8) :])
+            self.log(f"{path}: removed the byte-order mark, which systemd would read as part of the first key")
+
     def run(self, running: bool) -> int:
+        self.strip_byte_order_mark()
         device = self.device_settings()
         self.apply_hostname(device["HOSTNAME"], running)
         self.apply_broker(device)

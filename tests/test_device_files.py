@@ -158,6 +158,15 @@ def test_a_notepad_saved_device_file_is_read(device: Device) -> None:
     assert set(device.users()) == {"appliance", "mqtt"}
 
 
+def test_a_byte_order_mark_that_systemd_would_glue_onto_the_first_key_is_removed(device: Device) -> None:
+    path = device.boot / "appliance.env"
+    path.write_bytes(b"\xef\xbb\xbfAPPLIANCE_CAMERA_1=v4l2:/dev/video0\r\n")
+    assert device.setup().returncode == 0
+    assert path.read_bytes() == b"APPLIANCE_CAMERA_1=v4l2:/dev/video0\r\n"
+    assert device.setup().returncode == 0
+    assert path.read_bytes() == b"APPLIANCE_CAMERA_1=v4l2:/dev/video0\r\n"
+
+
 def test_bad_device_settings_are_named_and_the_rest_still_applies(device: Device) -> None:
     device.device_env("HOSTNAME=not_a_host!\nMQTT_PASSWORD=abc\nPASSWORD=oops\n")
     done = device.setup()
