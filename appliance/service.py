@@ -304,7 +304,8 @@ class Service:
             config.motion_share,
         )
         period = _Period(time.monotonic())
-        next_stats = next_tick = next_retention = period.start
+        next_tick = next_retention = period.start
+        next_stats = period.start + config.stats_every  # a whole period, or the first rate is noise
         while not stop.is_set():
             now = time.monotonic()
             if now >= next_tick:
@@ -331,8 +332,7 @@ class Service:
                 clips.enforce()
                 next_retention = now + 300.0
             if now >= next_stats:
-                if now > period.start:
-                    self.publisher.send(self._stats(cameras, describer, manager, clips, period, now))
+                self.publisher.send(self._stats(cameras, describer, manager, clips, period, now))
                 period, next_stats = _Period(now), now + config.stats_every
             if not any(c.grabber.alive for c in cameras):
                 log.info("every camera has ended: stopping")
