@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -29,23 +28,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from appliance.bench.broker import accepts, free_port
+
 HOST = "127.0.0.1"  # tests never talk to any other address
 _collectors = count()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass
@@ -55,7 +41,7 @@ class Broker:
     folder: Path
     options: str = ""  # more config lines, after the listener's (TLS files, a password file)
     allow_anonymous: bool = True
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     host: str = HOST
     process: subprocess.Popen[bytes] | None = None
 
@@ -80,7 +66,7 @@ class Broker:
                 ["mosquitto", "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
         deadline = time.monotonic() + timeout
-        while not _accepts(self.port):
+        while not accepts(self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 pytest.fail(f"mosquitto did not start on {HOST}:{self.port}:\n{self.log.read_text()}")

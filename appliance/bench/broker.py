@@ -104,14 +104,16 @@ class Broker:
         return f"{self.whose} broker at {self.settings.address}"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as probe:
         probe.bind((LOCAL, 0))
         port: int = probe.getsockname()[1]
         return port
 
 
-def _accepts(port: int) -> bool:
+def accepts(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``."""
     try:
         with socket.create_connection((LOCAL, port), timeout=0.2):
             return True
@@ -130,7 +132,7 @@ def _answers(settings: MqttSettings) -> bool:
 @contextlib.contextmanager
 def _mosquitto(folder: Path) -> Iterator[int | None]:
     """A private mosquitto on 127.0.0.1; yields its port, or None when it did not come up."""
-    port = _free_port()
+    port = free_port()
     config = folder / "mosquitto.conf"
     config.write_text(
         f"listener {port} {LOCAL}\nallow_anonymous true\npersistence false\n"
@@ -143,9 +145,9 @@ def _mosquitto(folder: Path) -> Iterator[int | None]:
         )
     try:
         deadline = time.monotonic() + CONNECT_WAIT
-        while not _accepts(port) and process.poll() is None and time.monotonic() < deadline:
+        while not accepts(port) and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        yield port if process.poll() is None and _accepts(port) else None
+        yield port if process.poll() is None and accepts(port) else None
     finally:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGTERM)
