@@ -3,10 +3,10 @@
 The detector is the costliest stage and serves both cameras, so the scheduler spends it where it
 matters. Each tick (``1 / detect_fps`` apart) it takes the next camera, in turn, that has a frame
 it has not looked at and that is due: a person is present there (always detected), its scene
-moved recently (a cheap frame difference on a tiny grey image), or it has not been detected for
-``idle_every`` seconds (a still, empty scene is still checked now and then, in case someone
-stands very still in it). A tick with no camera due is skipped: an empty static scene costs a
-resize per frame and little else.
+moved recently (a cheap frame difference on a tiny grey image, every ``MOTION_EVERY`` seconds),
+or it has not been detected for ``idle_every`` seconds (a still, empty scene is still checked now
+and then, in case someone stands very still in it). A tick with no camera due is skipped: an
+empty static scene costs four tiny comparisons a second and little else.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ MOTION_SIZE = (64, 48)  # width, height of the grey image compared
 MOTION_SAMPLES = (MOTION_SIZE[0] * 4, MOTION_SIZE[1] * 4)
 MOTION_LEVEL = 12  # grey levels a tiny pixel must change by to count as moved
 MOTION_LINGER = 2.0  # seconds a camera stays due after its scene last moved
+# Seconds between two motion checks of one camera: an arrival waits at most this long to be
+# noticed, and a still scene costs four small comparisons a second per camera, whatever the tick rate.
+MOTION_EVERY = 0.25
+TICK_JITTER = 0.02  # a comparison due this much later than now is made now, not a tick later
 
 
 class MotionGate:
@@ -60,6 +64,7 @@ class _Camera:
     latest: Callable[[], Frame | None]
     gate: MotionGate
     seen_index: int = -1  # newest frame index shown to the motion gate
+    compared_at: float = float("-inf")  # when the motion gate last saw a frame
     detected_index: int = -1  # newest frame index detected
     last_detection: float = float("-inf")
     moved_at: float = float("-inf")
@@ -87,6 +92,7 @@ class Scheduler:
         self._cameras = [_Camera(slot, latest, MotionGate(motion_share)) for slot, latest in cameras]
         self._turn = 0
         self.skipped = 0  # ticks where no camera was due: what motion gating saved
+        self.compared = 0  # frames shown to the motion gates
         self.motion_off = motion_share <= 0.0
 
     def set_present(self, slot: int, present: bool) -> None:
@@ -102,8 +108,9 @@ class Scheduler:
             frame = camera.latest()
             if frame is None or frame.index == camera.detected_index:
                 continue
-            if frame.index != camera.seen_index:
-                camera.seen_index = frame.index
+            if frame.index != camera.seen_index and now - camera.compared_at >= MOTION_EVERY - TICK_JITTER:
+                camera.seen_index, camera.compared_at = frame.index, now
+                self.compared += 1
                 if self.motion_off or camera.gate.moved(frame.image):
                     camera.moved_at = now
             reason = self._due(camera, now)

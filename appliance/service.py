@@ -49,7 +49,9 @@ from appliance.scheduler import Scheduler
 log = logging.getLogger(__name__)
 
 FIRST_FRAME_WAIT = 15.0  # seconds READY waits at most for every camera's first frame or first failure
-MAX_SLEEP = 0.05  # the loop wakes at least this often to collect descriptions and advance timers
+# The loop sleeps until the next detection tick or a finished description; this bounds how late it
+# sees a stop request.
+LONGEST_WAIT = 0.25
 
 
 def inference_settings(config: Config) -> InferenceSettings:
@@ -132,9 +134,11 @@ def event_settings(config: Config) -> EventSettings:
 class _Camera:
     """One camera slot's grabber and recorder; the source is made afresh at each (re)open."""
 
-    def __init__(self, plan: CameraPlan, config: Config, sink: Callable[[Report], None]) -> None:
+    def __init__(
+        self, plan: CameraPlan, config: Config, detect_size: tuple[int, int], sink: Callable[[Report], None]
+    ) -> None:
         self.plan = plan
-        self.settings = SourceSettings(config.camera_size[0], config.camera_size[1], config.camera_fps)
+        self.settings = SourceSettings(config.camera_size[0], config.camera_size[1], config.camera_fps, detect_size)
         self.recorder: Recorder | None = None
         if config.record:
             if plan.uri.scheme == "picamera2":
@@ -224,7 +228,7 @@ class Service:
         )
         self.publisher.start()
         clips = self._clip_store(folder) if config.record else None
-        cameras = [_Camera(p, config, self._sink) for p in plan]
+        cameras = [_Camera(p, config, models.detector.input_size, self._sink) for p in plan]
         describer = Describer(models.classifier, models.captioner)
         manager = EventManager(
             event_settings(config),
@@ -341,7 +345,8 @@ class Service:
                 for description in describer.results():
                     manager.on_description(description)
                 return 0
-            stop.wait(min(MAX_SLEEP, max(0.0, next_tick - time.monotonic())))
+            if describer.finished.wait(min(LONGEST_WAIT, max(0.0, next_tick - time.monotonic()))):
+                describer.finished.clear()  # before the next results(): a later description sets it again
         return 0
 
     def _stats(

@@ -369,12 +369,30 @@ def test_picamera2_records_main_and_delivers_the_lores_stream_as_bgr(picamera2: 
     assert not device.is_open, "stopping releases the camera for the next start"
 
 
+def test_picamera2_sizes_the_lores_stream_for_the_detector(picamera2: type[FakePicamera2]) -> None:
+    camera = source("picamera2:0", SourceSettings(640, 480, 30.0, detect_size=(256, 256)))
+    camera.start()
+    frame = camera.read()
+    config = picamera2.opened[0].camera_config
+    camera.stop()
+    assert config is not None
+    assert config["main"]["size"] == (640, 480)
+    assert config["lores"]["size"] == (256, 192)
+    assert frame is not None
+    assert frame.shape == (192, 256, 3)
+
+
 def test_picamera2_cuts_the_padding_off_rows(picamera2: type[FakePicamera2]) -> None:
     camera = source("picamera2:0", SourceSettings(200, 150, 30.0))
     assert isinstance(camera, Picamera2Source)
     camera.start()
     assert lores_size(200, 150) == (200, 150)
     assert picamera2.opened[0].stream_configuration("lores")["stride"] == 256
+    assert lores_size(1920, 1080) == (320, 180), "320 wide where the detector is not known"
+    assert lores_size(640, 480, (256, 256)) == (256, 192), "fitted into the detector's input: no resize there"
+    assert lores_size(1280, 720, (320, 320)) == (320, 180)
+    assert lores_size(160, 120, (320, 320)) == (160, 120), "never larger than the main stream"
+    assert lores_size(642, 482, (320, 320)) == (320, 240), "even, as YUV420 needs"
     frame = camera.read()
     camera.stop()
     assert frame.shape == (150, 200, 3)

@@ -218,6 +218,15 @@ def test_canvas_holds_the_frame_in_rgb_between_grey_bands() -> None:
     assert (canvas.rgb[:, 20:60] == 200).all()
 
 
+def test_a_frame_of_the_letterbox_size_goes_in_pixel_for_pixel() -> None:
+    """A camera stream sized for the model (picamera2's lores) is only turned into RGB, never resampled."""
+    frame = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    canvas = LetterboxCanvas(64, 64)
+    layout = canvas.fill(frame)
+    assert (layout.scale, layout.width, layout.height) == (1.0, 64, 48)
+    np.testing.assert_array_equal(canvas.rgb[layout.region], frame[:, :, ::-1])
+
+
 def test_the_letterbox_encoder_gives_what_a_fresh_letterbox_gives_frame_after_frame() -> None:
     """Bands encoded once per layout, then only the frame's region: the input must equal a full letterbox every time."""
     tensor = TensorInfo("images", 0, (1, 64, 64, 3), np.dtype(np.int8), 1 / 255, -128)

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from appliance.cameras.source import Frame
-from appliance.events.describer import Description, Keyframe
+from appliance.events.describer import Describer, Description, Keyframe
 from appliance.events.manager import CameraOutputs, EventManager, EventSettings, alert_of
 from appliance.events.presence import PresenceSettings, PresenceTracker
 from appliance.events.reports import AlertReport, CaptionReport, EventReport, PersonState, Report
 from appliance.inference.captioner import Caption
 from appliance.inference.detector import Detection
 from appliance.notify import Notifier
-from appliance.scheduler import MotionGate, Scheduler
+from appliance.scheduler import MOTION_EVERY, MotionGate, Scheduler
 
 AREA = 640.0 * 480.0
 
@@ -81,6 +81,23 @@ def test_a_still_empty_scene_is_detected_only_every_idle_period() -> None:
     assert idle == pytest.approx([7.0, 12.0, 17.0])  # then one detection every 5 s
 
 
+def test_a_still_scene_is_compared_for_motion_every_quarter_second_whatever_the_tick_rate() -> None:
+    cameras = [Camera(0), Camera(1)]
+    scheduler = Scheduler([(c.slot, c.latest) for c in cameras], detect_fps=20, idle_every=60.0, motion_share=0.004)
+    arrived, compared = None, {}
+    for tick in range(200):  # 10 s at 20 ticks a second, a new frame from each camera every tick
+        now = tick / 20
+        for camera in cameras:
+            camera.advance(now, moved=(camera.slot == 1 and tick == 151))
+        decision = scheduler.next(now)
+        if decision is not None and decision.reason == "motion" and decision.frame.camera == 1 and now > 7.0:
+            arrived = now if arrived is None else arrived
+        compared[tick] = scheduler.compared
+    assert compared[140] - compared[60] == 2 * 4.0 / MOTION_EVERY  # from 3 s to 7 s: past the first frame's motion
+    assert arrived is not None
+    assert 7.55 <= arrived <= 7.55 + MOTION_EVERY  # someone walking in is seen at the camera's next comparison
+
+
 def test_motion_and_presence_make_a_camera_due_at_every_tick() -> None:
     camera = Camera(0)
     scheduler = Scheduler([(0, camera.latest)], detect_fps=10, idle_every=60.0, motion_share=0.004)
@@ -88,8 +105,8 @@ def test_motion_and_presence_make_a_camera_due_at_every_tick() -> None:
     assert scheduler.next(0.0) is not None
     camera.advance(10.0)
     assert scheduler.next(10.0) is None  # still and not yet idle for 60 s
-    camera.advance(10.1, moved=True)
-    decision = scheduler.next(10.1)
+    camera.advance(10.0 + MOTION_EVERY, moved=True)  # the next motion comparison
+    decision = scheduler.next(10.0 + MOTION_EVERY)
     assert decision is not None
     assert decision.reason == "motion"
     scheduler.set_present(0, True)
@@ -260,6 +277,18 @@ def test_with_trigger_both_a_person_in_one_view_starts_nothing() -> None:
 
 def describe(keyframe: Keyframe, caption: str, labels: dict[str, float]) -> Description:
     return Description(keyframe, Caption(caption, (1, 2), -0.2), labels, 1.0, 2.0, keyframe.frame.time + 0.5)
+
+
+def test_the_describer_signals_each_finished_description_so_the_main_loop_need_not_poll() -> None:
+    describer = Describer(classifier=None, captioner=None)
+    describer.start()
+    try:
+        assert not describer.finished.wait(0.05)  # nothing submitted, nothing to wake for
+        describer.submit(Keyframe("e1", 0, frame(0, 0.0), ((10.0, 10.0, 50.0, 120.0),), 0.9))
+        assert describer.finished.wait(5.0)
+        assert [d.keyframe.event_id for d in describer.results()] == ["e1"]
+    finally:
+        describer.stop()
 
 
 def test_captions_carry_smoothed_labels_and_alerts_rise_once_per_level() -> None:

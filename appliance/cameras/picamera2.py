@@ -2,7 +2,8 @@
 
 The camera runs a video configuration with two streams: ``main`` at the configured size, which
 the recording stage feeds to the hardware H.264 encoder through :attr:`Picamera2Source.camera`,
-and a small ``lores`` YUV420 stream that ``read`` converts to BGR for detection. picamera2 is
+and a small ``lores`` YUV420 stream that ``read`` converts to BGR for detection. The ISP scales
+the lores stream to fit the detector's input, so the letterbox only pads it. picamera2 is
 imported only when a camera starts, so the appliance runs on machines without it; on Raspberry Pi
 OS it comes from apt, not from PyPI.
 """
@@ -17,11 +18,11 @@ import cv2
 import numpy as np
 
 from appliance.cameras.source import CameraError, CameraSource
-from appliance.inference.imaging import Image
+from appliance.inference.imaging import Image, Letterbox
 
 logger = logging.getLogger(__name__)
 
-# The detector's input is 320 wide: a wider detection stream would only be scaled down again.
+# Where the detector's input size is not known: the usual 320 of a YOLO export.
 LORES_WIDTH = 320
 NOT_INSTALLED = (
     "picamera2 is not installed: on Raspberry Pi OS, apt install python3-picamera2 "
@@ -29,10 +30,12 @@ NOT_INSTALLED = (
 )
 
 
-def lores_size(width: int, height: int) -> tuple[int, int]:
-    """The detection stream's size: ``LORES_WIDTH`` wide (at most the main stream's), same shape, even."""
-    lores_width = min(width, LORES_WIDTH)
-    return lores_width, max(2, round(height * lores_width / width / 2) * 2)
+def lores_size(width: int, height: int, detect_size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The detection stream's size: the main stream's shape fitted into the detector's input (or
+    ``LORES_WIDTH`` wide), never larger than the main stream, in even numbers (YUV420 halves them)."""
+    fit_width, fit_height = detect_size or (LORES_WIDTH, height)
+    fitted = Letterbox.fit(width, height, min(width, fit_width), min(height, fit_height))
+    return max(2, fitted.width // 2 * 2), max(2, fitted.height // 2 * 2)
 
 
 class Picamera2Source(CameraSource):
@@ -74,10 +77,11 @@ class Picamera2Source(CameraSource):
 
     def _configure(self) -> tuple[int, int]:
         """Configure the streams; returns the lores stream's (width, height)."""
-        frame_us = round(1_000_000 / self.settings.fps)
+        settings = self.settings
+        frame_us = round(1_000_000 / settings.fps)
         config = self.camera.create_video_configuration(
-            main={"size": (self.settings.width, self.settings.height)},
-            lores={"size": lores_size(self.settings.width, self.settings.height), "format": "YUV420"},
+            main={"size": (settings.width, settings.height)},
+            lores={"size": lores_size(settings.width, settings.height, settings.detect_size), "format": "YUV420"},
             # equal limits fix the frame rate: the sensor neither slows in the dark nor speeds up
             controls={"FrameDurationLimits": (frame_us, frame_us)},
         )

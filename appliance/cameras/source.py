@@ -31,6 +31,9 @@ class SourceSettings:
     width: int = 640
     height: int = 480
     fps: float = 10.0
+    # The detector's input (width, height): a source with a stream of its own for detection sizes
+    # that stream to fit it, so the letterbox has nothing to resize. None: not known (capture).
+    detect_size: tuple[int, int] | None = None
 
 
 class CameraSource(ABC):

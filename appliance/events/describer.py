@@ -58,6 +58,7 @@ class Describer:
         self.replaced = 0  # keyframes dropped for a newer one before they were described
         self.described = 0
         self.error: BaseException | None = None  # why the thread stopped, for the service to act on
+        self.finished = threading.Event()  # set when a description or an error is ready: the main loop wakes on it
 
     def start(self) -> None:
         self._thread.start()
@@ -108,9 +109,11 @@ class Describer:
                     self._results.append(description)
                     self._busy = False
                     self.described += 1
+                self.finished.set()
         except Exception as error:  # reported to the service, which decides (it exits for systemd to restart)
             log.exception("the describer stopped")
             self.error = error
+            self.finished.set()
 
     def describe(self, keyframe: Keyframe) -> Description:
         image = keyframe.frame.image

@@ -39,6 +39,7 @@ class Detector(ABC):
 
     labels: tuple[str, ...]
     person_class: int
+    input_size: tuple[int, int]  # (width, height) the frame is letterboxed into: a camera can deliver it so
 
     @property
     @abstractmethod

@@ -21,11 +21,18 @@ Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
 PAD_VALUE = 114  # grey, the letterbox padding Ultralytics trains with
 
 
-def _resize_into(src: Image, dst: Image) -> None:
-    """Resize ``src`` to exactly ``dst``'s size, writing into ``dst`` (area filter when shrinking)."""
+def _rgb_into(src: Image, dst: Image) -> None:
+    """BGR ``src`` resized to exactly ``dst``'s size (area filter when shrinking) and written into ``dst`` as RGB.
+
+    A frame already of ``dst``'s size (a camera stream sized for the model) is converted straight
+    into ``dst``, one pass instead of a copy and a pass.
+    """
     height, width = dst.shape[:2]
-    shrinking = width < src.shape[1] or height < src.shape[0]
-    cv2.resize(src, (width, height), dst=dst, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    if src.shape[:2] != (height, width):
+        shrinking = width < src.shape[1] or height < src.shape[0]
+        cv2.resize(src, (width, height), dst=dst, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        src = dst
+    cv2.cvtColor(src, cv2.COLOR_BGR2RGB, dst=dst)
 
 
 @dataclass(frozen=True)
@@ -84,9 +91,7 @@ class LetterboxCanvas:
             input_height, input_width = self.rgb.shape[:2]
             layout = self.layout = Letterbox.fit(width, height, input_width, input_height)
             self.rgb[:] = PAD_VALUE
-        region = self.rgb[layout.region]
-        _resize_into(frame, region)
-        cv2.cvtColor(region, cv2.COLOR_BGR2RGB, dst=region)
+        _rgb_into(frame, self.rgb[layout.region])
         return layout
 
 
@@ -111,16 +116,14 @@ def square_crop(frame: Image, box: Box, margin: float, size: int) -> Image:
     if fx2 > fx1 and fy2 > fy1:
         square[fy1 - top : fy2 - top, fx1 - left : fx2 - left] = frame[fy1:fy2, fx1:fx2]
     out: Image = np.empty((size, size, 3), np.uint8)
-    _resize_into(square, out)
-    cv2.cvtColor(out, cv2.COLOR_BGR2RGB, dst=out)
+    _rgb_into(square, out)
     return out
 
 
 def stretch(frame: Image, input_width: int, input_height: int) -> Image:
     """RGB copy of the whole frame resized to the input size (aspect ratio not kept)."""
     out: Image = np.empty((input_height, input_width, 3), np.uint8)
-    _resize_into(frame, out)
-    cv2.cvtColor(out, cv2.COLOR_BGR2RGB, dst=out)
+    _rgb_into(frame, out)
     return out
 
 
