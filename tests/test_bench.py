@@ -27,6 +27,7 @@ from tests.conftest import ROOT
 
 TARGETS: dict[str, tuple[Comparison, float]] = {
     "pipeline.rate_ratio": (">=", 0.95),
+    "pipeline.sized_rate_ratio": (">=", 0.95),
     "decode.median": ("<=", 1.0),
     "memory.models_loaded": ("<=", 250.0),
     "memory.run_peak": ("<=", 250.0),
