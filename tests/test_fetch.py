@@ -56,8 +56,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         cut = self.files.drop_after.pop(self.path, None)  # breaks once, as a flaky link does
         sent = rest[:cut] if cut is not None else rest
-        self.wfile.write(sent)
+        # Recorded before the body goes out: the client may finish reading before this thread runs on.
         self.files.requests.append((self.path, asked, len(sent)))
+        self.wfile.write(sent)
         if cut is not None:
             self.close_connection = True
 
