@@ -1,10 +1,14 @@
 """Train the captioner, an encoder and an attention-GRU step decoder, on a COCO captions file.
 
-The encoder turns the whole frame (stretched to its input, 0..1) into a grid of feature vectors;
-the decoder, one token per call, attends over the grid (Bahdanau) with its hidden state, feeds
-the attended features and the previous word to a GRU cell and scores the next word. Training
-uses teacher forcing on whole captions; the vocabulary keeps the most frequent words with
-<pad>, <start>, <end> and <unk>. One image in twenty is held out, with all its captions: for
+The encoder turns the whole frame (stretched to its input, 0..1) into a grid of feature vectors
+and one summary vector of the whole frame, appended as a last cell; the decoder, one token per
+call, attends over the cells (Bahdanau) with its hidden state, feeds the attended features and the
+previous word to a GRU cell and scores the next word. Training uses teacher forcing on whole
+captions, plus an auxiliary loss: from the summary cell alone, which words the caption holds. A
+soft attention averages cells, so without it the encoder learns to count people or notice a knife
+only through the decoder's loss, slowly; the auxiliary head is training-only (not exported). The
+learning rate decays on a cosine. The vocabulary keeps the most frequent words with <pad>,
+<start>, <end> and <unk>. One image in twenty is held out, with all its captions: for
 the validation loss (early stopping keeps the best epoch) and for BLEU-1..4 of the float and
 int8 models after conversion (tools/convert/train.py).
 """
@@ -45,7 +49,8 @@ class CaptionerRecipe:
     max_length: int = 16  # tokens of a caption, the end token included
     epochs: int = 20
     batch: int = 64
-    learning_rate: float = 3e-3
+    learning_rate: float = 3e-3  # at the start; a cosine takes it to a tenth by the last epoch
+    word_loss: float = 5.0  # weight of the auxiliary loss (mean binary cross-entropy over the vocabulary)
     patience: int = 3
     seed: int = 0
 
@@ -71,13 +76,16 @@ def _conv(x: tf.Tensor, filters: int, stride: int = 1) -> tf.Tensor:
 
 
 def build_encoder(recipe: CaptionerRecipe) -> keras.Model:
-    """Image [1, H, W, 3] in 0..1 to features [1, H/16 * W/16, D]."""
+    """Image [1, H, W, 3] in 0..1 to features [1, H/16 * W/16 + 1, D]: the grid, then the summary cell."""
     image = keras.Input((recipe.height, recipe.width, 3), name="image")
     x = _conv(image, 24, 2)
     x = _conv(_conv(x, 32, 2), 32)
     x = _conv(_conv(x, 64, 2), 64)
     x = _conv(_conv(x, recipe.features, 2), recipe.features)
-    features = keras.layers.Reshape((-1, recipe.features), name="features")(x)
+    grid = keras.layers.Reshape((-1, recipe.features))(x)
+    summary = keras.layers.Dense(recipe.features, activation="relu")(keras.layers.GlobalAveragePooling2D()(x))
+    summary = keras.layers.Reshape((1, recipe.features))(summary)
+    features = keras.layers.Concatenate(axis=1, name="features")([grid, summary])
     return fast_batchnorm(keras.Model(image, features, name="encoder"))
 
 
@@ -130,18 +138,33 @@ def held_out_images(count: int) -> list[int]:
 
 
 class _TeacherForcing:
-    """The training and validation steps: whole captions fed word by word, the loss on every next word."""
+    """The training and validation steps: whole captions fed word by word, the loss on every next word;
+    in training, plus the auxiliary loss on the caption's words from the summary cell."""
 
-    def __init__(self, encoder: keras.Model, decoder: keras.Model, recipe: CaptionerRecipe, pad: int) -> None:
-        self.encoder, self.decoder, self.recipe, self.pad = encoder, decoder, recipe, pad
-        self.variables = encoder.trainable_variables + decoder.trainable_variables
-        self.optimizer = keras.optimizers.Adam(recipe.learning_rate)
+    def __init__(
+        self, encoder: keras.Model, decoder: keras.Model, recipe: CaptionerRecipe, vocabulary: list[str], steps: int
+    ) -> None:
+        self.encoder, self.decoder, self.recipe = encoder, decoder, recipe
+        self.pad = vocabulary.index("<pad>")
+        # Which tokens are words the auxiliary head predicts: not <pad>, <start>, <end> or <unk>.
+        self.words_mask = tf.constant([word not in SPECIAL for word in vocabulary], tf.float32)
+        self.words = keras.layers.Dense(len(vocabulary), name="words")
+        self.words.build((None, recipe.features))
+        self.variables = encoder.trainable_variables + decoder.trainable_variables + self.words.trainable_variables
+        schedule = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, max(1, steps), alpha=0.1)
+        self.optimizer = keras.optimizers.Adam(schedule)
         self.train_step = tf.function(self._train_step, reduce_retracing=True)
         self.validation_step = tf.function(self._validation_step, reduce_retracing=True)
 
-    def _loss(self, pixels: tf.Tensor, batch_tokens: tf.Tensor, training: bool) -> tf.Tensor:
-        features = self.encoder(pixels, training=training)
-        state = tf.zeros((tf.shape(pixels)[0], self.recipe.hidden))
+    def _word_loss(self, features: tf.Tensor, batch_tokens: tf.Tensor) -> tf.Tensor:
+        """Mean binary cross-entropy of the words the caption holds, predicted from the summary cell."""
+        present = tf.reduce_max(tf.one_hot(batch_tokens, len(self.words_mask)), axis=1) * self.words_mask
+        logits = self.words(features[:, -1])
+        losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=present, logits=logits) * self.words_mask
+        return tf.reduce_sum(losses) / (tf.reduce_sum(self.words_mask) * tf.cast(tf.shape(features)[0], tf.float32))
+
+    def _caption_loss(self, features: tf.Tensor, batch_tokens: tf.Tensor, training: bool) -> tf.Tensor:
+        state = tf.zeros((tf.shape(features)[0], self.recipe.hidden))
         total, count = tf.constant(0.0), tf.constant(0.0)
         for t in range(self.recipe.max_length):
             out = self.decoder(
@@ -159,12 +182,15 @@ class _TeacherForcing:
         gain = tf.random.stateless_uniform([tf.shape(batch_images)[0], 1, 1, 1], seed, 0.75 / 255.0, 1.25 / 255.0)
         pixels = tf.clip_by_value(tf.cast(batch_images, tf.float32) * gain, 0.0, 1.0)
         with tf.GradientTape() as tape:
-            loss = self._loss(pixels, batch_tokens, training=True)
+            features = self.encoder(pixels, training=True)
+            caption = self._caption_loss(features, batch_tokens, training=True)
+            loss = caption + self.recipe.word_loss * self._word_loss(features, batch_tokens)
         self.optimizer.apply_gradients(zip(tape.gradient(loss, self.variables), self.variables, strict=True))
-        return loss
+        return caption  # reported beside the validation loss, which is the captions' alone
 
     def _validation_step(self, batch_images: tf.Tensor, batch_tokens: tf.Tensor) -> tf.Tensor:
-        return self._loss(tf.cast(batch_images, tf.float32) / 255.0, batch_tokens, training=False)
+        features = self.encoder(tf.cast(batch_images, tf.float32) / 255.0, training=False)
+        return self._caption_loss(features, batch_tokens, training=False)
 
 
 def train_captioner(pairs: Sequence[tuple[Path, Sequence[str]]], recipe: CaptionerRecipe) -> Captioner:
@@ -177,10 +203,11 @@ def train_captioner(pairs: Sequence[tuple[Path, Sequence[str]]], recipe: Caption
     held = np.isin(owner, held_out_images(len(pairs)))
     encoder = build_encoder(recipe)
     decoder = build_decoder(encoder.output.shape[1], len(vocabulary), recipe)
-    steps = _TeacherForcing(encoder, decoder, recipe, vocabulary.index("<pad>"))
+    train_rows, held_rows = np.flatnonzero(~held), np.flatnonzero(held)
+    batches = max(1, int(np.ceil(len(train_rows) / recipe.batch)))
+    steps = _TeacherForcing(encoder, decoder, recipe, vocabulary, batches * recipe.epochs)
 
     rng = np.random.default_rng(recipe.seed)
-    train_rows, held_rows = np.flatnonzero(~held), np.flatnonzero(held)
     losses: list[tuple[float, float]] = []
     best, best_weights, waited = np.inf, None, 0
     bar = progress(total=recipe.epochs, desc="training captioner")
@@ -192,7 +219,7 @@ def train_captioner(pairs: Sequence[tuple[Path, Sequence[str]]], recipe: Caption
                     tf.constant(images[owner[rows]]), tf.constant(sequences[rows]), tf.constant([epoch, i], tf.int64)
                 )
             )
-            for i, rows in enumerate(np.array_split(order, max(1, int(np.ceil(len(order) / recipe.batch)))))
+            for i, rows in enumerate(np.array_split(order, batches))
         ]
         checks = [
             float(steps.validation_step(tf.constant(images[owner[rows]]), tf.constant(sequences[rows])))
