@@ -65,8 +65,9 @@ class Built:
     log: str
 
 
-def in_image(built: Built, *command: str, timeout: float = 600) -> str:
-    """Run ``command`` in the image's root under emulation, in a host name namespace of its own."""
+def in_root(root: Path, *command: str, timeout: float = 600, environment: tuple[str, ...] = ()) -> str:
+    """Run ``command`` chrooted in ``root`` under emulation, with a clean environment (plus
+    ``environment``, as NAME=VALUE) and a host name namespace of its own."""
     return run(
         "unshare",
         "--uts",
@@ -74,11 +75,17 @@ def in_image(built: Built, *command: str, timeout: float = 600) -> str:
         "-i",
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG=C.UTF-8",
+        *environment,
         "chroot",
-        built.root,
+        root,
         *command,
         timeout=timeout,
     )
+
+
+def in_image(built: Built, *command: str, timeout: float = 600) -> str:
+    """Run ``command`` in the built image's root (see :func:`in_root`)."""
+    return in_root(built.root, *command, timeout=timeout)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.broker import Broker, collect
-from tests.image.imagekit import Built, disk_id, opened_root, partitions, run
+from tests.image.imagekit import Built, disk_id, in_root, opened_root, partitions, run
 
 MISSING = [tool for tool in ("qemu-system-aarch64", "socat") if shutil.which(tool) is None]
 pytestmark = [
@@ -60,17 +60,8 @@ class Bootable:
     disk_id: str
 
 
-def _in_root(root: Path, *command: str, timeout: float = 1200) -> str:
-    return run(
-        "env",
-        "-i",
-        "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-        "DEBIAN_FRONTEND=noninteractive",
-        "chroot",
-        root,
-        *command,
-        timeout=timeout,
-    )
+def _in_root(root: Path, *command: str) -> str:
+    return in_root(root, *command, timeout=1200, environment=("DEBIAN_FRONTEND=noninteractive",))
 
 
 def _add_kernel(root: Path, folder: Path) -> tuple[Path, Path]:
