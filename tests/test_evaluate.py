@@ -112,7 +112,7 @@ def test_detector_metrics_count_found_missed_false_and_ignored_boxes() -> None:
     assert metrics.ap50 == pytest.approx(0.5 * 0.5 + 0.5 * 0.5)
 
 
-def test_caption_metrics_score_exact_captions_facts_and_knives() -> None:
+def test_caption_metrics_score_exact_captions_facts_and_knives_both_ways() -> None:
     truths = [
         "a person in a red shirt is holding a knife in the shop",
         "a person in a red shirt is holding a knife in the corridor",
@@ -130,6 +130,7 @@ def test_caption_metrics_score_exact_captions_facts_and_knives() -> None:
     assert metrics.exact == pytest.approx(0.5)
     assert metrics.knife_frames == 2
     assert metrics.knife_recall == pytest.approx(0.5)
+    assert metrics.knife_false_alarms == pytest.approx(0.5)
     assert metrics.categories["count"] == 1.0
     assert metrics.categories["colour"] == 1.0
     assert metrics.categories["held"] == pytest.approx(0.5)

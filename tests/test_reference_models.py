@@ -65,12 +65,13 @@ def test_the_card_is_the_one_its_metrics_make(card_metrics: dict[str, Any]) -> N
 # Targets the committed models fall short of, with what was measured: each is an expected
 # failure, strict, so that a model which reaches it turns the run red until it leaves this list.
 SHORT_OF: dict[str, str] = {
-    "Detector AP50, held-out images": "0.852: 15 epochs on 6,000 images; small people recalled 58 %",
+    "Detector AP50, held-out images": "0.878: missed 37 % of small people, 45 % of partly hidden, 29 % in crowds of 4+",
+    "Detector AP50, shipped scenarios": "0.948: in room-fight a fifth of the people overlap another by IoU > 0.45",
     "Caption BLEU-4": "0.609: validation loss flat from epoch 16 of 20; counts (66 %) and actions (50 %) miss",
     "Caption exact match": "0.306: validation loss flat from epoch 16 of 20; counts (66 %) and actions (50 %) miss",
     "Knife captions said on frames with a knife": "0.659: a knife is 1 to 2 pixels in the 192x144 input",
-    "False-positive boxes, empty scenes": "132 boxes in 1,200 empty frames at score 0.4",
-    "Int8 minus float, detector AP50, held-out": "-0.011",
+    "False-positive boxes, empty scenes": "48 boxes in 1,200 empty frames at score 0.4",
+    "Int8 minus float, detector AP50, held-out": "-0.01002",
 }
 
 

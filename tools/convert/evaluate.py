@@ -6,7 +6,8 @@
 - classifier: accuracy, per label;
 - captioner: corpus BLEU-1..4 (Papineni et al., brevity penalty, one reference per image), the
   exact-match rate, accuracy per category of fact (person count, action, held object, shirt
-  colour) and the recall of knives on frames where someone holds one.
+  colour), the recall of knives on frames where someone holds one and how often a caption says
+  knife on a frame without one.
 """
 
 from __future__ import annotations
@@ -202,6 +203,7 @@ class CaptionerMetrics:
     categories: dict[str, float]  # accuracy per category of fact
     knife_frames: int
     knife_recall: float  # frames with a knife whose caption says knife
+    knife_false_alarms: float  # frames without a knife whose caption says knife (a false alert)
     examples: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -213,7 +215,7 @@ def evaluate_captioner(
 ) -> CaptionerMetrics:
     references, hypotheses = [], []
     right = Counter[str]()
-    knives = knives_said = 0
+    knives = knives_said = false_knives = 0
     examples: list[dict[str, str]] = []
     for image, truth in progress(iterable=frames, total=total, desc="evaluating captioner"):
         said = captioner.caption(image).text
@@ -226,6 +228,8 @@ def evaluate_captioner(
         if expected.held == "knife":
             knives += 1
             knives_said += "knife" in said.split()
+        else:
+            false_knives += "knife" in said.split()
         if said != truth and len(examples) < 12:
             examples.append({"truth": truth, "said": said})
     count = len(references)
@@ -236,5 +240,6 @@ def evaluate_captioner(
         {category: right[category] / count for category in CATEGORIES},
         knives,
         knives_said / knives if knives else float("nan"),
+        false_knives / (count - knives) if count > knives else float("nan"),
         examples,
     )

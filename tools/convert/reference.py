@@ -37,7 +37,7 @@ class Plan:
     test: int = 500  # held-out images
     seed: int = 1
     scenario_every: int = 2  # every n-th frame of the scenarios is scored
-    detector: DetectorRecipe = field(default_factory=lambda: DetectorRecipe(epochs=15))
+    detector: DetectorRecipe = field(default_factory=DetectorRecipe)
     classifier: ClassifierRecipe = field(default_factory=ClassifierRecipe)
     captioner: CaptionerRecipe = field(default_factory=CaptionerRecipe)
 
