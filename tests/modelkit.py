@@ -25,6 +25,7 @@ CLASSIFIER = ClassifierRecipe(size=48, epochs=4, batch=32, patience=2)
 CAPTIONER = CaptionerRecipe(
     width=128,
     height=96,
+    stem=2,
     features=32,
     attention=32,
     hidden=64,

@@ -6,11 +6,14 @@ call, attends over the cells (Bahdanau) with its hidden state, feeds the attende
 previous word to a GRU cell and scores the next word. Training uses teacher forcing on whole
 captions, plus an auxiliary loss: from the summary cell alone, which words the caption holds. A
 soft attention averages cells, so without it the encoder learns to count people or notice a knife
-only through the decoder's loss, slowly; the auxiliary head is training-only (not exported). The
-learning rate decays on a cosine. The vocabulary keeps the most frequent words with <pad>,
-<start>, <end> and <unk>. One image in twenty is held out, with all its captions: for
-the validation loss (early stopping keeps the best epoch) and for BLEU-1..4 of the float and
-int8 models after conversion (tools/convert/train.py).
+only through the decoder's loss, slowly; the auxiliary head is training-only (not exported).
+Frames are brightened or darkened at random, and half of them mirrored unless their caption
+speaks of left or right. The encoder's first layer takes whole 4x4 patches, so its 384x288
+input (a knife is 1 to 2 px at 192x144) costs about what a 192x144 one did. The learning rate
+decays on a cosine. The vocabulary keeps the most frequent words with <pad>, <start>, <end> and
+<unk>. One image in twenty is held out, with all its captions: for the validation loss (early
+stopping keeps the best epoch) and for BLEU-1..4 of the float and int8 models after conversion
+(tools/convert/train.py).
 """
 
 from __future__ import annotations
@@ -39,8 +42,11 @@ SPECIAL = ("<pad>", "<start>", "<end>", "<unk>")
 
 @dataclass(frozen=True)
 class CaptionerRecipe:
-    width: int = 192
-    height: int = 144
+    width: int = 384
+    height: int = 288
+    # The first layer's kernel and stride: it sees whole patches of stem x stem pixels, so a fine
+    # input (a knife is 1 to 2 px wide at 192x144) costs little more than a coarse one.
+    stem: int = 4
     features: int = 96  # per grid cell
     attention: int = 96
     hidden: int = 192
@@ -72,16 +78,17 @@ def tokens(caption: str, vocabulary: Sequence[str], max_length: int) -> list[int
     return ids + [index["<pad>"]] * (max_length + 1 - len(ids))
 
 
-def _conv(x: tf.Tensor, filters: int, stride: int = 1) -> tf.Tensor:
-    x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
+def _conv(x: tf.Tensor, filters: int, stride: int = 1, kernel: int = 3) -> tf.Tensor:
+    x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False)(x)
     x = keras.layers.BatchNormalization()(x)
     return keras.layers.ReLU()(x)
 
 
 def build_encoder(recipe: CaptionerRecipe) -> keras.Model:
-    """Image [1, H, W, 3] in 0..1 to features [1, H/16 * W/16 + 1, D]: the grid, then the summary cell."""
+    """Image [1, H, W, 3] in 0..1 to features [1, H/S/8 * W/S/8 + 1, D] (S the stem's stride): the grid,
+    then the summary cell."""
     image = keras.Input((recipe.height, recipe.width, 3), name="image")
-    x = _conv(image, 24, 2)
+    x = _conv(image, 32, recipe.stem, kernel=recipe.stem)
     x = _conv(_conv(x, 32, 2), 32)
     x = _conv(_conv(x, 64, 2), 64)
     x = _conv(_conv(x, recipe.features, 2), recipe.features)
@@ -151,6 +158,7 @@ class _TeacherForcing:
         self.pad = vocabulary.index("<pad>")
         # Which tokens are words the auxiliary head predicts: not <pad>, <start>, <end> or <unk>.
         self.words_mask = tf.constant([word not in SPECIAL for word in vocabulary], tf.float32)
+        self.sided = tf.constant([word in ("left", "right") for word in vocabulary])
         self.words = keras.layers.Dense(len(vocabulary), name="words")
         self.words.build((None, recipe.features))
         self.variables = encoder.trainable_variables + decoder.trainable_variables + self.words.trainable_variables
@@ -182,7 +190,13 @@ class _TeacherForcing:
         return total / count
 
     def _train_step(self, batch_images: tf.Tensor, batch_tokens: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        gain = tf.random.stateless_uniform([tf.shape(batch_images)[0], 1, 1, 1], seed, 0.75 / 255.0, 1.25 / 255.0)
+        count = tf.shape(batch_images)[0]
+        # A mirrored scene keeps its caption unless the caption says left or right: twice the scenes.
+        sided = tf.reduce_any(tf.gather(self.sided, batch_tokens), axis=1)
+        mirror = (tf.random.stateless_uniform([count], seed + 1) < 0.5) & ~sided
+        mirror = tf.reshape(mirror, [count, 1, 1, 1])
+        batch_images = tf.where(mirror, tf.reverse(batch_images, axis=[2]), batch_images)
+        gain = tf.random.stateless_uniform([count, 1, 1, 1], seed, 0.75 / 255.0, 1.25 / 255.0)
         pixels = tf.clip_by_value(tf.cast(batch_images, tf.float32) * gain, 0.0, 1.0)
         with tf.GradientTape() as tape:
             features = self.encoder(pixels, training=True)
