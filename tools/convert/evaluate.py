@@ -225,11 +225,12 @@ def evaluate_captioner(
         assert expected is not None, f"not a caption of the grammar: {truth!r}"
         for category in CATEGORIES:
             right[category] += got is not None and getattr(got, category) == getattr(expected, category)
+        says_knife = "knife" in hypotheses[-1]
         if expected.held == "knife":
             knives += 1
-            knives_said += "knife" in said.split()
+            knives_said += says_knife
         else:
-            false_knives += "knife" in said.split()
+            false_knives += says_knife
         if said != truth and len(examples) < 12:
             examples.append({"truth": truth, "said": said})
     count = len(references)
