@@ -197,3 +197,24 @@ def test_the_captioner_trains_on_coco_captions_and_reports_bleu(shapes_coco: tup
     assert abs(bleu["float"][3] - bleu["int8"][3]) <= 0.2
     assert "**Held-out examples**" in report
     assert (out / "captioner-report.png").stat().st_size > 10_000
+
+
+def test_captioner_training_mirrors_half_the_frames_but_never_one_whose_caption_says_left_or_right() -> None:
+    import tensorflow as tf
+
+    from tools.convert.train_captioner import augmented, sided_words
+
+    vocabulary = ["<pad>", "<start>", "<end>", "<unk>", "a", "person", "on", "the", "left", "right"]
+    # Brightness rises from left to right in every frame: a mirrored one falls.
+    ramp = np.broadcast_to(np.arange(10, 250, 40, dtype=np.uint8)[None, :, None], (4, 6, 3))
+    images = np.stack([ramp] * 64)
+    said = [[1, 4, 5, 6, 7, 8 if i % 3 == 0 else 9 if i % 3 == 1 else 4, 2] for i in range(64)]
+    sided = np.array([i % 3 != 2 for i in range(64)])
+    pixels = augmented(
+        tf.constant(images), tf.constant(said, tf.int32), sided_words(vocabulary), tf.constant([3, 7], tf.int64)
+    ).numpy()
+    assert pixels.min() >= 0.0
+    assert pixels.max() <= 1.0
+    mirrored = pixels[:, 0, 0, 0] > pixels[:, 0, -1, 0]
+    assert not mirrored[sided].any(), "a caption saying left or right would be wrong for its mirrored frame"
+    assert 0 < mirrored[~sided].sum() < (~sided).sum(), "about half the other frames are mirrored"

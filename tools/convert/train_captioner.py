@@ -147,6 +147,23 @@ def held_out_images(count: int) -> list[int]:
     return [i for i in range(count) if i % 20 == 19]
 
 
+def sided_words(vocabulary: Sequence[str]) -> tf.Tensor:
+    """Which tokens say left or right: a caption holding one does not survive mirroring."""
+    return tf.constant([word in ("left", "right") for word in vocabulary])
+
+
+def augmented(images: tf.Tensor, batch_tokens: tf.Tensor, sided: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Training pixels (0..1) of uint8 frames: brightened or darkened at random, and half of them
+    mirrored, except those whose caption holds a ``sided`` token (a mirrored scene keeps its caption
+    otherwise: twice the scenes)."""
+    count = tf.shape(images)[0]
+    says_side = tf.reduce_any(tf.gather(sided, batch_tokens), axis=1)
+    mirror = (tf.random.stateless_uniform([count], seed + 1) < 0.5) & ~says_side
+    images = tf.where(tf.reshape(mirror, [count, 1, 1, 1]), tf.reverse(images, axis=[2]), images)
+    gain = tf.random.stateless_uniform([count, 1, 1, 1], seed, 0.75 / 255.0, 1.25 / 255.0)
+    return tf.clip_by_value(tf.cast(images, tf.float32) * gain, 0.0, 1.0)
+
+
 class _TeacherForcing:
     """The training and validation steps: whole captions fed word by word, the loss on every next word;
     in training, plus the auxiliary loss on the caption's words from the summary cell."""
@@ -158,7 +175,7 @@ class _TeacherForcing:
         self.pad = vocabulary.index("<pad>")
         # Which tokens are words the auxiliary head predicts: not <pad>, <start>, <end> or <unk>.
         self.words_mask = tf.constant([word not in SPECIAL for word in vocabulary], tf.float32)
-        self.sided = tf.constant([word in ("left", "right") for word in vocabulary])
+        self.sided = sided_words(vocabulary)
         self.words = keras.layers.Dense(len(vocabulary), name="words")
         self.words.build((None, recipe.features))
         self.variables = encoder.trainable_variables + decoder.trainable_variables + self.words.trainable_variables
@@ -190,14 +207,7 @@ class _TeacherForcing:
         return total / count
 
     def _train_step(self, batch_images: tf.Tensor, batch_tokens: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        count = tf.shape(batch_images)[0]
-        # A mirrored scene keeps its caption unless the caption says left or right: twice the scenes.
-        sided = tf.reduce_any(tf.gather(self.sided, batch_tokens), axis=1)
-        mirror = (tf.random.stateless_uniform([count], seed + 1) < 0.5) & ~sided
-        mirror = tf.reshape(mirror, [count, 1, 1, 1])
-        batch_images = tf.where(mirror, tf.reverse(batch_images, axis=[2]), batch_images)
-        gain = tf.random.stateless_uniform([count, 1, 1, 1], seed, 0.75 / 255.0, 1.25 / 255.0)
-        pixels = tf.clip_by_value(tf.cast(batch_images, tf.float32) * gain, 0.0, 1.0)
+        pixels = augmented(batch_images, batch_tokens, self.sided, seed)
         with tf.GradientTape() as tape:
             features = self.encoder(pixels, training=True)
             caption = self._caption_loss(features, batch_tokens, training=True)
