@@ -30,7 +30,15 @@ def test_the_reference_command_makes_a_models_folder_from_nothing(tmp_path: Path
     assert models.captioner is not None
     assert models.classifier.labels == ("fall", "normal", "violence")
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["plan"] == {"train_images": 200, "held_out_images": 40, "seed": 1, "scenario_every": 25}
+    # the captioner's training set is its own: another seed than the detector's and the held-out one
+    assert json.loads((work / "captions.done").read_text()) == {"seed": 3, "count": 200}
+    assert metrics["plan"] == {
+        "train_images": 200,
+        "caption_images": 200,
+        "held_out_images": 40,
+        "seed": 1,
+        "scenario_every": 25,
+    }
     for kind in ("float", "int8"):
         assert metrics[kind]["detector"]["held_out"]["images"] == 40
         assert metrics[kind]["classifier"]["crops"] > 0

@@ -150,7 +150,8 @@ poses, day, dusk and infrared night, flicker, drifting shadows and swaying clutt
 walking, standing, fighting, falling, lying, holding a knife, a bag or a phone. Written to disk
 as a COCO detection file, person crops in one folder per label (violence: fighting or holding a
 knife; fall: falling or lying; normal: the rest) and a COCO captions file, then trained on like
-any data set.
+any data set. The detector and the classifier train on these; the captioner on {plan["caption_images"]} snapshots
+of its own (seed {plan["seed"] + 2}), since it learns counts, actions and knives from whole frames.
 
 ## Measured
 
