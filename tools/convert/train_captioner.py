@@ -223,6 +223,9 @@ class _TeacherForcing:
 def train_captioner(pairs: Sequence[tuple[Path, Sequence[str]]], recipe: CaptionerRecipe) -> Captioner:
     keras.utils.set_random_seed(recipe.seed)
     tf.config.experimental.enable_op_determinism()
+    # Grappler's rewrites of the training step made two runs differ from the first epoch, even with
+    # op determinism; without them the steps are bit-identical run to run, and no slower here.
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     images, texts, owners = prepare(pairs, recipe)
     vocabulary = build_vocabulary(texts, recipe.vocabulary)
     sequences = np.array([tokens(t, vocabulary, recipe.max_length) for t in texts], np.int32)
