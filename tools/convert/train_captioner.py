@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,6 +224,24 @@ class _TeacherForcing:
 def train_captioner(pairs: Sequence[tuple[Path, Sequence[str]]], recipe: CaptionerRecipe) -> Captioner:
     keras.utils.set_random_seed(recipe.seed)
     tf.config.experimental.enable_op_determinism()
+    with _without_graph_rewrites():
+        return _train(pairs, recipe)
+
+
+@contextmanager
+def _without_graph_rewrites() -> Iterator[None]:
+    # Grappler's rewrites of the training step made two runs differ from the first epoch, even with
+    # op determinism; without them the steps are bit-identical run to run, and no slower here. The
+    # setting is process-wide, so it is put back for whatever the process does next.
+    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
+
+
+def _train(pairs: Sequence[tuple[Path, Sequence[str]]], recipe: CaptionerRecipe) -> Captioner:
     images, texts, owners = prepare(pairs, recipe)
     vocabulary = build_vocabulary(texts, recipe.vocabulary)
     sequences = np.array([tokens(t, vocabulary, recipe.max_length) for t in texts], np.int32)
