@@ -30,15 +30,16 @@ def test_the_reference_command_makes_a_models_folder_from_nothing(tmp_path: Path
     assert models.captioner is not None
     assert models.classifier.labels == ("fall", "normal", "violence")
     metrics = json.loads((out / "metrics.json").read_text())
-    # the captioner's training set is its own: another seed than the detector's and the held-out one
-    assert json.loads((work / "captions.done").read_text()) == {"seed": 3, "count": 200}
+    # each set has its own seed, the captioner's training set too, and metrics.json records them
     assert metrics["plan"] == {
         "train_images": 200,
         "caption_images": 200,
         "held_out_images": 40,
-        "seed": 1,
+        "seeds": {"train": 1, "held_out": 2, "captions": 3},
         "scenario_every": 25,
     }
+    for folder, seed, count in (("train", 1, 200), ("test", 2, 40), ("captions", 3, 200)):
+        assert json.loads((work / f"{folder}.done").read_text()) == {"seed": seed, "count": count}
     for kind in ("float", "int8"):
         assert metrics[kind]["detector"]["held_out"]["images"] == 40
         assert metrics[kind]["classifier"]["crops"] > 0

@@ -145,17 +145,17 @@ checked against the float model on held-out ones).
 
 ## Training data
 
-{plan["train_images"]} random snapshots of the synthetic world (640 x 480; seed {plan["seed"]}): places, camera
+{plan["train_images"]} random snapshots of the synthetic world (640 x 480; seed {plan["seeds"]["train"]}): places, camera
 poses, day, dusk and infrared night, flicker, drifting shadows and swaying clutter; 0 to 5 people
 walking, standing, fighting, falling, lying, holding a knife, a bag or a phone. Written to disk
 as a COCO detection file, person crops in one folder per label (violence: fighting or holding a
 knife; fall: falling or lying; normal: the rest) and a COCO captions file, then trained on like
 any data set. The detector and the classifier train on these; the captioner on {plan["caption_images"]} snapshots
-of its own (seed {plan["seed"] + 2}), since it learns counts, actions and knives from whole frames.
+of its own (seed {plan["seeds"]["captions"]}), since it learns counts, actions and knives from whole frames.
 
 ## Measured
 
-Held-out set: {plan["held_out_images"]} snapshots with another seed. Scenarios: every {plan["scenario_every"]}th frame of both
+Held-out set: {plan["held_out_images"]} snapshots (seed {plan["seeds"]["held_out"]}). Scenarios: every {plan["scenario_every"]}th frame of both
 cameras of each shipped scenario with people (`appliance sim list`); empty scenes: the
 `empty-lighting` scenario (lights flicker, dusk, the infrared switch, shadows, plants, a sign, a
 curtain and branches swaying, and nobody). Everything is measured through the appliance's own

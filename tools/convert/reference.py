@@ -45,6 +45,11 @@ class Plan:
     # twice the images of the recipe's 20 epochs in about the same number of steps
     captioner: CaptionerRecipe = field(default_factory=lambda: CaptionerRecipe(epochs=12))
 
+    @property
+    def seeds(self) -> dict[str, int]:
+        """Each rendered set's seed: one per set, so no held-out image is also a training one."""
+        return {"train": self.seed, "held_out": self.seed + 1, "captions": self.seed + 2}
+
 
 # A run of minutes, not tens of minutes: proves the chain works, makes weak models.
 QUICK = Plan(
@@ -73,9 +78,9 @@ def run_reference(work: Path, out: Path, plan: Plan, fresh: bool = False) -> dic
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     (work / "plan.json").write_text(json.dumps(asdict(plan), indent=2, default=str))
-    train = _synthetic(work, "train", plan.seed, plan.train)
-    test = _synthetic(work, "test", plan.seed + 1, plan.test)
-    captions = _synthetic(work, "captions", plan.seed + 2, plan.captions)
+    train = _synthetic(work, "train", plan.seeds["train"], plan.train)
+    test = _synthetic(work, "test", plan.seeds["held_out"], plan.test)
+    captions = _synthetic(work, "captions", plan.seeds["captions"], plan.captions)
     to = Destination(work, out, COMMAND, float_out=work / "float-models", resume=True)
     print(train_slot.detector(train.detection, train.images, plan.detector, to))
     print(train_slot.classifier(train.crops, plan.classifier, to))
@@ -85,7 +90,7 @@ def run_reference(work: Path, out: Path, plan: Plan, fresh: bool = False) -> dic
             "train_images": plan.train,
             "caption_images": plan.captions,
             "held_out_images": plan.test,
-            "seed": plan.seed,
+            "seeds": plan.seeds,
             "scenario_every": plan.scenario_every,
         },
         "float": measure(work / "float-models", test, plan.scenario_every),
