@@ -36,7 +36,7 @@ import tensorflow as tf
 from appliance.inference.imaging import stretch
 from tools.convert.datasets import read_image
 from tools.convert.progress import progress
-from tools.convert.training import fast_batchnorm
+from tools.convert.training import fast_batchnorm, start_training
 
 SPECIAL = ("<pad>", "<start>", "<end>", "<unk>")
 
@@ -222,8 +222,7 @@ class _TeacherForcing:
 
 
 def train_captioner(pairs: Sequence[tuple[Path, Sequence[str]]], recipe: CaptionerRecipe) -> Captioner:
-    keras.utils.set_random_seed(recipe.seed)
-    tf.config.experimental.enable_op_determinism()
+    start_training(recipe.seed)
     with _without_graph_rewrites():
         return _train(pairs, recipe)
 

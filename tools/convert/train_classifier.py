@@ -27,7 +27,7 @@ from appliance.inference.detector import Detector
 from tools.convert import ConvertError
 from tools.convert.crops import Crops, person_crops
 from tools.convert.datasets import LabelledImages
-from tools.convert.training import EpochProgress, fast_batchnorm
+from tools.convert.training import EpochProgress, fast_batchnorm, start_training
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,7 @@ def _augmented(images: tf.Tensor, seed: tf.Tensor, rotate: keras.layers.Layer) -
 def train_classifier(
     data: LabelledImages, recipe: ClassifierRecipe, detector: Detector | None = None
 ) -> TrainedClassifier:
-    keras.utils.set_random_seed(recipe.seed)
-    tf.config.experimental.enable_op_determinism()
+    start_training(recipe.seed)
     crops = person_crops(data, recipe.size, recipe.frame_step, detector)
     images, labels = crops.images, crops.labels
     held = held_out_crops(crops)

@@ -24,7 +24,7 @@ from appliance.inference.imaging import letterbox
 from tools.convert.datasets import DetectionSet, read_image
 from tools.convert.layers import AnchorDecode, anchor_grid
 from tools.convert.progress import progress
-from tools.convert.training import EpochProgress, fast_batchnorm
+from tools.convert.training import EpochProgress, fast_batchnorm, start_training
 
 STRIDES = (8, 16, 32)
 # an object goes to the levels whose range holds its longer side (input pixels)
@@ -193,8 +193,7 @@ def _augmented(images: tf.Tensor, targets: tf.Tensor, order: tf.Tensor, seed: tf
 
 
 def train_detector(data: DetectionSet, recipe: DetectorRecipe) -> keras.Model:
-    keras.utils.set_random_seed(recipe.seed)
-    tf.config.experimental.enable_op_determinism()
+    start_training(recipe.seed)
     images, targets = prepare(data, recipe.size)
     held = np.arange(len(images)) % 20 == 19  # 5 % for the validation loss
     order = tf.constant(flip_order(recipe.size))

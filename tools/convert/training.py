@@ -1,12 +1,23 @@
-"""What the trainers share: progress per epoch, batch normalisation that settles in short runs."""
+"""What the trainers share: a repeatable start, progress per epoch, batch normalisation that settles in short runs."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import keras
+import tensorflow as tf
 
 from tools.convert.progress import progress
+
+
+def start_training(seed: int) -> None:
+    """The same start for every training, whatever the process did before: Keras's automatic layer
+    names begin again (they end up in the converted files, so a model trained after another one in
+    the same process would otherwise differ from one trained alone), then the seeds and op
+    determinism are set."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
 
 
 class EpochProgress(keras.callbacks.Callback):  # type: ignore[misc]
