@@ -7,6 +7,7 @@ command still goes from nothing to a models folder the appliance loads, with met
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -55,3 +56,18 @@ def test_the_reference_command_makes_a_models_folder_from_nothing(tmp_path: Path
     assert all(
         (work / m).read_text() == "kept" for m in ("detector.trained", "classifier.trained", "captioner.trained")
     )
+
+    # training again, in a process that has already built all three models, makes the same files
+    # byte for byte (Keras's automatic layer names are in them, and must not go on counting)
+    def digests() -> dict[str, str]:
+        files = [*out.glob("*.tflite"), *(work / "float-models").glob("*.tflite")]
+        return {str(f.relative_to(tmp_path)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+    made = digests()
+    assert len(made) == 8
+    for marker in ("detector.trained", "classifier.trained", "captioner.trained"):
+        (work / marker).unlink()
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["reference", "--quick", "--work", str(work), "--out", str(out)]) == 0
+    assert all((work / m).exists() for m in ("detector.trained", "classifier.trained", "captioner.trained"))
+    assert digests() == made
