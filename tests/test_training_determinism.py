@@ -1,5 +1,5 @@
 """The captioner trainer is deterministic: the same data and recipe give the same weights, bit for
-bit, in two separate processes (so the reference command remakes the committed captioner's weights)."""
+bit, in two separate processes (so the reference command remakes the committed captioner's files)."""
 
 from __future__ import annotations
 
