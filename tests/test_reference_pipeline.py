@@ -17,6 +17,9 @@ from appliance.inference.settings import InferenceSettings
 from tools.convert.cli import main
 from tools.convert.model_card import card
 
+# the work folder's markers of trained models
+TRAINED = ("detector.trained", "classifier.trained", "captioner.trained")
+
 
 def test_the_reference_command_makes_a_models_folder_from_nothing(tmp_path: Path) -> None:
     work, out = tmp_path / "work", tmp_path / "models"
@@ -49,13 +52,11 @@ def test_the_reference_command_makes_a_models_folder_from_nothing(tmp_path: Path
     assert (work / "float-models" / "manifest.json").exists()
 
     # a second run goes on from the work folder: nothing is trained again
-    for marker in ("detector.trained", "classifier.trained", "captioner.trained"):
+    for marker in TRAINED:
         (work / marker).write_text("kept")
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["reference", "--quick", "--work", str(work), "--out", str(out)]) == 0
-    assert all(
-        (work / m).read_text() == "kept" for m in ("detector.trained", "classifier.trained", "captioner.trained")
-    )
+    assert all((work / m).read_text() == "kept" for m in TRAINED)
 
     # training again, in a process that has already built all three models, makes the same files
     # byte for byte (Keras's automatic layer names are in them, and must not go on counting)
@@ -65,9 +66,9 @@ def test_the_reference_command_makes_a_models_folder_from_nothing(tmp_path: Path
 
     made = digests()
     assert len(made) == 8
-    for marker in ("detector.trained", "classifier.trained", "captioner.trained"):
+    for marker in TRAINED:
         (work / marker).unlink()
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["reference", "--quick", "--work", str(work), "--out", str(out)]) == 0
-    assert all((work / m).exists() for m in ("detector.trained", "classifier.trained", "captioner.trained"))
+    assert all((work / m).exists() for m in TRAINED)
     assert digests() == made
