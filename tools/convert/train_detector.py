@@ -34,7 +34,7 @@ CENTRE_RADIUS = 2.5  # strides around the box centre where anchors may be positi
 
 @dataclass(frozen=True)
 class DetectorRecipe:
-    size: int = 256
+    size: int = 320  # the design's detector input
     epochs: int = 30
     batch: int = 32
     learning_rate: float = 2e-3
