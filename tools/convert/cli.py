@@ -126,7 +126,7 @@ def _add_training(commands: Commands) -> None:
     )
     detector_training.add_argument("--coco", type=Path, required=True, metavar="FILE", help="COCO instances JSON")
     detector_training.add_argument("--images", type=Path, required=True, metavar="DIR", help="the images it names")
-    detector_training.add_argument("--size", type=_positive, default=192, help="input size in pixels (default 192)")
+    detector_training.add_argument("--size", type=_positive, help="input size in pixels (default: the recipe's, 320)")
 
     classifier_training = training_parser(
         "classifier",
@@ -148,7 +148,7 @@ def _add_training(commands: Commands) -> None:
     classifier_training.add_argument(
         "--batch", type=_positive, default=64, metavar="N", help="crops per training step (default 64)"
     )
-    classifier_training.add_argument("--size", type=_positive, default=96, help="input size in pixels (default 96)")
+    classifier_training.add_argument("--size", type=_positive, help="input size in pixels (default: the recipe's, 96)")
     classifier_training.add_argument(
         "--weights", type=Path, metavar="FILE", help="MobileNetV2 ImageNet weights (.h5) to start from"
     )
@@ -303,16 +303,15 @@ def _training(args: argparse.Namespace, command: str) -> int:
     from tools.convert.train_detector import DetectorRecipe
 
     to = train.Destination(args.work, args.out, command, args.calib_frames, resume=args.resume)
-    epochs = {"epochs": args.epochs} if args.epochs else {}
+    # options left out keep the recipe's defaults, so the command line and the recipes cannot disagree
+    given = {name: getattr(args, name) for name in ("epochs", "size") if getattr(args, name, None)}
     if args.command == "detector":
-        summary = train.detector(
-            args.coco, args.images, replace(DetectorRecipe(size=args.size), **epochs), to, args.calib
-        )
+        summary = train.detector(args.coco, args.images, replace(DetectorRecipe(), **given), to, args.calib)
     elif args.command == "classifier":
-        recipe = ClassifierRecipe(size=args.size, weights=args.weights, frame_step=args.frame_step, batch=args.batch)
-        summary = train.classifier(args.dataset, replace(recipe, **epochs), to, args.calib, args.detector)
+        recipe = ClassifierRecipe(weights=args.weights, frame_step=args.frame_step, batch=args.batch)
+        summary = train.classifier(args.dataset, replace(recipe, **given), to, args.calib, args.detector)
     else:
-        captioner = replace(CaptionerRecipe(max_length=args.max_length), **epochs)
+        captioner = replace(CaptionerRecipe(max_length=args.max_length), **given)
         summary = train.captioner(args.captions, args.images, captioner, to, args.calib)
     print(summary)
     print(f"updated {args.out / 'manifest.json'}; report: {args.out / (args.command + '-report.md')}")
