@@ -236,6 +236,11 @@ class Config:
     detect_iou: float = setting(
         Float(0.05, 1.0), "0.45", "Overlap (IoU) above which non-maximum suppression merges two boxes."
     )
+    detect_nested: float = setting(
+        Float(0.05, 1.0),
+        "0.8",
+        "Share of the smaller of two boxes inside the other above which NMS keeps only the better one; 1: off.",
+    )
     caption_beam: int = setting(Int(1, 16), "3", "Beam width of the captioner's search; 1 is greedy decoding.")
     caption_length_penalty: float = setting(
         Float(0.0, 2.0), "0.7", "Beam search ranks captions by log-probability / length^this; 0 favours short captions."

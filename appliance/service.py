@@ -58,7 +58,10 @@ def inference_settings(config: Config) -> InferenceSettings:
     return InferenceSettings(
         threads=thread_count(config.threads),
         detector=DetectorSettings(
-            labels=config.detect_labels, score_threshold=config.detect_score, iou_threshold=config.detect_iou
+            labels=config.detect_labels,
+            score_threshold=config.detect_score,
+            iou_threshold=config.detect_iou,
+            nested_threshold=config.detect_nested,
         ),
         captioner=CaptionerSettings(beam_width=config.caption_beam, length_penalty=config.caption_length_penalty),
     )

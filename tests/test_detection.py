@@ -34,6 +34,20 @@ def reference_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def reference_nested(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """The share of the smaller box that lies inside the other."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min(max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1]), max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]))
+    return iw * ih / smaller if smaller > 0 else 0.0
+
+
+def separate(a: tuple[float, ...], b: tuple[float, ...], s: DetectorSettings) -> bool:
+    return reference_iou(a, b) <= s.iou_threshold and (
+        s.nested_threshold >= 1.0 or reference_nested(a, b) <= s.nested_threshold
+    )
+
+
 def reference_decode(
     real: np.ndarray, class_ids: list[int], scale: tuple[float, float], s: DetectorSettings
 ) -> tuple[list[Kept], list[tuple[Kept, Kept]]]:
@@ -65,7 +79,7 @@ def reference_decode(
             break
         same = [k for k in kept if k.class_id == candidate.class_id]
         compared += [(k, candidate) for k in same]
-        if all(reference_iou(k.box, candidate.box) <= s.iou_threshold for k in same):
+        if all(separate(k.box, candidate.box, s) for k in same):
             kept.append(candidate)
     return kept, compared
 
@@ -89,6 +103,7 @@ def head_outputs(draw: st.DrawFn) -> tuple[np.ndarray, int]:
     coords=st.sampled_from(["normalized", "pixels"]),
     threshold=st.floats(0.05, 0.9),
     iou=st.floats(0.1, 0.9),
+    nested=st.one_of(st.just(1.0), st.floats(0.3, 0.99)),
     max_detections=st.integers(1, 20),
     data=st.data(),
 )
@@ -98,6 +113,7 @@ def test_decode_matches_the_reference(
     coords: str,
     threshold: float,
     iou: float,
+    nested: float,
     max_detections: int,
     data: st.DataObject,
 ) -> None:
@@ -114,10 +130,13 @@ def test_decode_matches_the_reference(
     else:
         tensor = TensorInfo("out", 0, real.shape, np.dtype(np.float32), 0.0, 0)
         raw = real
-    s = DetectorSettings(score_threshold=threshold, iou_threshold=iou, max_detections=max_detections)
+    s = DetectorSettings(
+        score_threshold=threshold, iou_threshold=iou, nested_threshold=nested, max_detections=max_detections
+    )
 
     expected, compared = reference_decode(real, wanted, scale, s)
     assume(all(abs(reference_iou(a.box, b.box) - iou) > 1e-4 for a, b in compared))
+    assume(all(abs(reference_nested(a.box, b.box) - nested) > 1e-4 for a, b in compared))
     assume(all(abs(float(v) - threshold) > 1e-6 for v in real[4:].ravel()))
     boxes, scores, class_ids = decode(raw, tensor, np.array(wanted, np.intp), scale, s)
 
@@ -140,6 +159,28 @@ def test_overlapping_boxes_of_one_person_merge_into_the_best() -> None:
     assert scores.tolist() == pytest.approx([0.9, 0.6])
     assert classes.tolist() == [0, 0]
     np.testing.assert_allclose(boxes[0], [131.2, 96, 195.2, 224], atol=1e-3)
+
+
+def test_a_box_around_or_inside_a_better_one_is_dropped_though_their_iou_is_low() -> None:
+    """A person lying down (wide, flat) and a taller box over them: IoU 0.33, all of the flat box inside."""
+    lying, taller = [0.5, 0.8, 0.4, 0.1, 0.9], [0.5, 0.75, 0.4, 0.3, 0.6]
+    raw, tensor = _output([lying, taller])
+    _, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings())
+    assert scores.tolist() == pytest.approx([0.9])
+    raw, tensor = _output([[*taller[:4], 0.9], [*lying[:4], 0.6]])  # the other way round: the inner box goes
+    _, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings())
+    assert scores.tolist() == pytest.approx([0.9])
+    _, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings(nested_threshold=1.0))
+    assert scores.tolist() == pytest.approx([0.9, 0.6])
+
+
+def test_people_side_by_side_or_one_partly_behind_another_keep_their_boxes() -> None:
+    """Two fighters a shoulder apart (a third of each box shared) and a person half hidden behind another."""
+    left, right = [0.45, 0.5, 0.2, 0.5, 0.9], [0.58, 0.5, 0.2, 0.5, 0.8]
+    behind = [0.68, 0.45, 0.16, 0.4, 0.7]  # half of it lies inside the right one's box (IoU 0.24)
+    raw, tensor = _output([left, right, behind])
+    _, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings())
+    assert scores.tolist() == pytest.approx([0.9, 0.8, 0.7])
 
 
 def test_suppression_is_per_class_and_the_class_filter_holds() -> None:

@@ -31,6 +31,7 @@ class DetectorSettings:
     labels: tuple[str, ...] = ("person",)  # classes to report, by label name
     score_threshold: float = 0.4
     iou_threshold: float = 0.45
+    nested_threshold: float = 0.8  # share of the smaller box inside the other; 1.0 turns the rule off
     max_detections: int = 100
 
 
@@ -57,12 +58,15 @@ def nms(
     classes: npt.NDArray[np.intp],
     iou_threshold: float,
     max_out: int,
+    nested_threshold: float = 1.0,
 ) -> npt.NDArray[np.intp]:
     """Indices of the boxes kept by greedy per-class non-maximum suppression, best score first.
 
     A box is dropped when it overlaps a better-scored box of the same class by IoU above
-    ``iou_threshold``. Classes are kept apart by shifting each class's boxes to its own region,
-    so one pass serves all classes.
+    ``iou_threshold``, or when their intersection covers more than ``nested_threshold`` of the
+    smaller of the two: a box inside another, or around it, is mostly one object boxed twice (a
+    person lying down and a taller box over them) even where IoU is low. 1.0 keeps nested boxes.
+    Classes are kept apart by shifting each class's boxes to its own region, so one pass serves all classes.
     """
     order = np.argsort(-scores, kind="stable")
     if classes.size and classes.max() > 0:
@@ -73,7 +77,7 @@ def nms(
     while order.size and len(keep) < max_out:
         best, rest = order[0], order[1:]
         keep.append(int(best))
-        order = rest[overlap.iou(best, rest) <= iou_threshold]
+        order = rest[overlap.apart(best, rest, iou_threshold, nested_threshold)]
     return np.asarray(keep, dtype=np.intp)
 
 
@@ -94,10 +98,27 @@ class _Overlap:
         self.x1, self.y1, self.x2, self.y2 = (np.ascontiguousarray(boxes[:, i]) for i in range(4))
         self.areas = np.maximum(self.x2 - self.x1, 0) * np.maximum(self.y2 - self.y1, 0)
 
-    def iou(self, one: int | np.intp, others: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
+    def intersection(self, one: int | np.intp, others: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
         width = np.minimum(self.x2[one], self.x2[others]) - np.maximum(self.x1[one], self.x1[others])
         height = np.minimum(self.y2[one], self.y2[others]) - np.maximum(self.y1[one], self.y1[others])
-        inter = np.maximum(width, 0) * np.maximum(height, 0)
+        result: npt.NDArray[np.float32] = np.maximum(width, 0) * np.maximum(height, 0)
+        return result
+
+    def iou(self, one: int | np.intp, others: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
+        inter = self.intersection(one, others)
         union = self.areas[one] + self.areas[others] - inter
         result: npt.NDArray[np.float32] = inter / np.maximum(union, np.float32(1e-12))
+        return result
+
+    def apart(
+        self, one: int | np.intp, others: npt.NDArray[np.intp], iou_threshold: float, nested_threshold: float
+    ) -> npt.NDArray[np.bool_]:
+        """Which of ``others`` NMS keeps beside ``one``: IoU at most ``iou_threshold`` and at most
+        ``nested_threshold`` of the smaller box inside the other, compared without dividing."""
+        inter = self.intersection(one, others)
+        areas = self.areas[others]
+        bound = np.float32(iou_threshold) * (self.areas[one] + areas - inter)
+        if nested_threshold < 1.0:
+            bound = np.minimum(bound, np.float32(nested_threshold) * np.minimum(self.areas[one], areas))
+        result: npt.NDArray[np.bool_] = inter <= bound
         return result

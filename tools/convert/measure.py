@@ -73,7 +73,12 @@ def measure(folder: Path, test: SyntheticSet, scenario_every: int, limit: int | 
     defaults = Config()
     settings = InferenceSettings(
         threads=2,
-        detector=DetectorSettings(labels=("person",), score_threshold=CURVE_SCORE, iou_threshold=defaults.detect_iou),
+        detector=DetectorSettings(
+            labels=("person",),
+            score_threshold=CURVE_SCORE,
+            iou_threshold=defaults.detect_iou,
+            nested_threshold=defaults.detect_nested,
+        ),
         captioner=CaptionerSettings(beam_width=defaults.caption_beam, length_penalty=defaults.caption_length_penalty),
     )
     models: Models = load_models(folder, settings)
