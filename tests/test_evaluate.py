@@ -110,6 +110,11 @@ def test_detector_metrics_count_found_missed_false_and_ignored_boxes() -> None:
     assert metrics.small_recall == 0.0
     # ranked 0.95 false, 0.9 true, 0.7 false, 0.3 true: recall 1/2 at precision 1/2, 2/2 at 2/4
     assert metrics.ap50 == pytest.approx(0.5 * 0.5 + 0.5 * 0.5)
+    # counts: 2 boxes for 2 people (the duplicate stands in for the missed small one; the box in the
+    # ignored region counts for neither), then 1 box for nobody
+    assert metrics.counted_right == pytest.approx(0.5)
+    frames = [(_frame(0), truth), (_frame(1), [])]
+    assert evaluate_detector(detector, frames, operating_score=0.5, count_score=0.2).counted_right == 0.0
 
 
 def test_caption_metrics_score_exact_captions_facts_and_knives_both_ways() -> None:

@@ -90,6 +90,7 @@ class DetectorMetrics:
     small_people: int
     small_recall: float
     false_positives: int  # at the operating score
+    counted_right: float  # share of images whose boxes at the count score number the people exactly
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,11 +101,15 @@ def evaluate_detector(
     frames: Iterable[tuple[Image, Sequence[TruthBox]]],
     operating_score: float,
     total: int | None = None,
+    count_score: float | None = None,
 ) -> DetectorMetrics:
     """``detector`` should report scores down to a low threshold (for the curve); the operating
-    score is where recall, precision and false positives are counted."""
+    score is where recall, precision and false positives are counted. People are counted as the
+    events count them, from the boxes at ``count_score`` (default: the operating score); boxes on
+    people marked ignored count for neither side."""
+    least = operating_score if count_score is None else count_score
     scored: list[tuple[float, bool]] = []
-    people = small = small_found = found = reported = false = images = 0
+    people = small = small_found = found = reported = false = images = right = 0
     for image, truth in progress(iterable=frames, total=total, desc="evaluating detector"):
         images += 1
         detections = detector.detect(image)
@@ -113,6 +118,7 @@ def evaluate_detector(
         scored += [(d.score, o == "tp") for d, o in zip(ranked, outcome, strict=True) if o != "ignored"]
         wanted = [t for t in truth if not t.ignore]
         people += len(wanted)
+        right += sum(d.score >= least and o != "ignored" for d, o in zip(ranked, outcome, strict=True)) == len(wanted)
         operating = [d for d in ranked if d.score >= operating_score]
         kept = _match(operating, truth)
         found += kept.count("tp")
@@ -134,6 +140,7 @@ def evaluate_detector(
         small,
         small_found / small if small else float("nan"),
         false,
+        right / images if images else float("nan"),
     )
 
 

@@ -86,11 +86,18 @@ def measure(folder: Path, test: SyntheticSet, scenario_every: int, limit: int | 
         raise ConvertError(f"{folder}: the model card measures a detector, a classifier and a captioner")
     frames = _held_out(test)[:limit]
     operating = defaults.detect_score
-    held = evaluate_detector(models.detector, ((_image(test, f), _boxes(f)) for f in frames), operating, len(frames))
-    count, _ = scenario_seconds(scenario_every, empty=False)
-    scenes = evaluate_detector(models.detector, scenario_frames(scenario_every, empty=False), operating, count)
+    count = defaults.presence_score  # the score from which the events count people
+    held = evaluate_detector(
+        models.detector, ((_image(test, f), _boxes(f)) for f in frames), operating, len(frames), count
+    )
+    scene_frames, _ = scenario_seconds(scenario_every, empty=False)
+    scenes = evaluate_detector(
+        models.detector, scenario_frames(scenario_every, empty=False), operating, scene_frames, count
+    )
     empty_count, empty_seconds = scenario_seconds(scenario_every, empty=True)
-    empty = evaluate_detector(models.detector, scenario_frames(scenario_every, empty=True), operating, empty_count)
+    empty = evaluate_detector(
+        models.detector, scenario_frames(scenario_every, empty=True), operating, empty_count, count
+    )
     seconds_scored = empty_seconds / scenario_every
     people = [(f, p) for f in frames for p in _people(f) if not p.ignore]
     crops = ((_image(test, f), p.box, behaviour(p)) for f, p in people)
@@ -106,6 +113,7 @@ def measure(folder: Path, test: SyntheticSet, scenario_every: int, limit: int | 
                 "false_positives_per_hour": empty.false_positives * 3600 / seconds_scored,
             },
             "operating_score": operating,
+            "count_score": count,
         },
         "classifier": classifier.to_json(),
         "captioner": captioner.to_json(),

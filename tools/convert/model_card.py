@@ -87,6 +87,14 @@ def card(out: Path, metrics: dict[str, Any]) -> str:
             _pct(qd["held_out"]["small_recall"]),
         ),
         ("Detector AP50, shipped scenarios", _num(fd["scenarios"]["ap50"]), _num(qd["scenarios"]["ap50"])),
+        *[
+            (
+                f"Frames whose boxes at score {qd['count_score']} number the people (as events count them), {name}",
+                _pct(fd[part]["counted_right"]),
+                _pct(qd[part]["counted_right"]),
+            )
+            for part, name in (("held_out", "held-out"), ("scenarios", "scenarios"))
+        ],
         (
             f"False-positive boxes per hour, empty scenes ({qd['empty']['seconds']:.0f} s scored)",
             f"{fd['empty']['false_positives_per_hour']:.0f}",
