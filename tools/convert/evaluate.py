@@ -104,9 +104,10 @@ def evaluate_detector(
     count_score: float | None = None,
 ) -> DetectorMetrics:
     """``detector`` should report scores down to a low threshold (for the curve); the operating
-    score is where recall, precision and false positives are counted. People are counted as the
-    events count them, from the boxes at ``count_score`` (default: the operating score); boxes on
-    people marked ignored count for neither side."""
+    score is where recall, precision and false positives are counted. People are counted from the
+    boxes at ``count_score`` (default: the operating score; the events count from the presence
+    score, and also leave out boxes under a least area); boxes on people marked ignored count for
+    neither side."""
     least = operating_score if count_score is None else count_score
     scored: list[tuple[float, bool]] = []
     people = small = small_found = found = reported = false = images = right = 0

@@ -89,7 +89,7 @@ def card(out: Path, metrics: dict[str, Any]) -> str:
         ("Detector AP50, shipped scenarios", _num(fd["scenarios"]["ap50"]), _num(qd["scenarios"]["ap50"])),
         *[
             (
-                f"Frames whose boxes at score {qd['count_score']} number the people (as events count them), {name}",
+                f"Frames whose boxes at score {qd['count_score']} (the presence score) number the people, {name}",
                 _pct(fd[part]["counted_right"]),
                 _pct(qd[part]["counted_right"]),
             )
