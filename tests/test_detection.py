@@ -209,7 +209,7 @@ def test_empty_output_decodes_to_nothing() -> None:
     assert boxes.shape == (0, 4)
     assert scores.size == 0
     assert classes.size == 0
-    assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.intp), 0.5, 10).size == 0
+    assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.intp), 0.5, 10, 0.8).size == 0
 
 
 def test_letterbox_of_a_landscape_frame() -> None:

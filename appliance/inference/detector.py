@@ -58,7 +58,7 @@ def nms(
     classes: npt.NDArray[np.intp],
     iou_threshold: float,
     max_out: int,
-    nested_threshold: float = 1.0,
+    nested_threshold: float,
 ) -> npt.NDArray[np.intp]:
     """Indices of the boxes kept by greedy per-class non-maximum suppression, best score first.
 
