@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import json
+import math
 import socket
 import weakref
 from pathlib import Path
@@ -17,6 +19,7 @@ from appliance.events.presence import PresenceSettings, PresenceTracker
 from appliance.events.reports import AlertReport, CaptionReport, EventReport, PersonState, Report
 from appliance.inference.captioner import Caption
 from appliance.inference.detector import Detection
+from appliance.mqtt.topics import Topics
 from appliance.notify import Notifier
 from appliance.scheduler import MOTION_EVERY, MotionGate, Scheduler
 
@@ -223,6 +226,18 @@ def test_an_event_starts_records_sends_keyframes_and_ends_after_the_post_roll() 
     assert clips.calls[-1] == "end"
     assert end[0].time - end[0].ended == pytest.approx(3.0, abs=0.15)  # type: ignore[operator]
     assert end[0].max_persons == 1
+
+
+def test_an_event_seen_only_at_its_start_lasts_zero_seconds_not_less() -> None:
+    reports: list[Report] = []
+    events = manager(reports, [], {0: Clips()})
+    events.on_detection(0, frame(0, 1.0), [person()])
+    for tick in range(11, 60):
+        events.on_detection(0, frame(tick, tick / 10), [])
+    (end,) = [r for r in reports if isinstance(r, EventReport) and r.phase == "end"]
+    assert end.ended == end.started
+    (message,) = Topics("t", "pi").messages_for(end)
+    assert math.copysign(1.0, json.loads(message.payload)["duration"]) == 1.0  # 0.0, not -0.0
 
 
 def test_an_ended_event_holds_no_frame() -> None:

@@ -201,20 +201,24 @@ class EventManager:
         event.best = None  # a recent event waits only for late descriptions: holding its frame would pile up frames
         self._recent = {k: v for k, v in self._recent.items() if v.started > now - 600} | {event.id: event}
         log.info("%s: event %s ended, clip %s", camera.outputs.name, event.id, clip)
-        self._sink(self._report("end", camera, event, now, ended=wall_time(camera.presence.last_seen)))
+        self._sink(self._report("end", camera, event, now, ended=camera.presence.last_seen))
 
     def _report(
         self, phase: EventPhase, camera: _Camera, event: _Event, now: float, ended: float | None = None
     ) -> EventReport:
+        """The event's report; ``now`` and ``ended`` are monotonic times, like the event's start. All three
+        become wall-clock times with one offset: converted one by one, a person seen only at the start
+        made an event end microseconds before it began (a duration of -0.0 s)."""
+        shift = wall_time(0.0)
         return EventReport(
             phase,
             event.id,
             camera.outputs.name,
-            wall_time(event.started),
-            wall_time(now),
+            shift + event.started,
+            shift + now,
             event.persons,
             event.max_persons,
-            ended,
+            None if ended is None else shift + max(ended, event.started),
             str(event.clip) if event.clip is not None else None,
             event.alert,
             dict(event.labels),
