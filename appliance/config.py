@@ -267,13 +267,18 @@ class Config:
     motion_share: float = setting(
         Float(0.0, 1.0), "0.004", "Share of a camera's tiny grey image that must change for motion; 0: always detect."
     )
-    presence_hits: int = setting(Int(1, 30), "2", "A person is present after this many positive detections ...")
-    presence_window: int = setting(Int(1, 30), "4", "... among this many latest detections of the camera.")
+    presence_hits: int = setting(Int(1, 30), "2", "A person is present after this many sure detections ...")
+    presence_window: int = setting(Int(1, 30), "4", "... among this many latest detections of the camera ...")
+    presence_confirm: float = setting(
+        Float(0.01, 1.0),
+        "0.7",
+        "... sure: with a person box of at least this score (PRESENCE_SCORE keeps them present).",
+    )
     presence_hold: float = setting(
         Float(0.5, 600.0), "6", "Seconds without a person after which the camera's person is absent."
     )
     presence_score: float = setting(
-        Float(0.01, 1.0), "0.5", "Least detector score of a box that makes a person present."
+        Float(0.01, 1.0), "0.5", "Least detector score of a box that counts a person and keeps one present."
     )
     presence_min_area: float = setting(
         Float(0.0, 1.0), "0.001", "Least box area, as a share of the frame, that makes a person present."

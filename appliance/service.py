@@ -127,6 +127,7 @@ def event_settings(config: Config) -> EventSettings:
         presence=PresenceSettings(
             hits=config.presence_hits,
             window=config.presence_window,
+            confirm_score=config.presence_confirm,
             hold=config.presence_hold,
             min_score=config.presence_score,
             min_area=config.presence_min_area,

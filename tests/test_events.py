@@ -153,11 +153,35 @@ def test_presence_needs_k_of_n_and_ends_after_the_hold() -> None:
 
 
 def test_low_scores_small_boxes_and_other_classes_do_not_count() -> None:
-    tracker = PresenceTracker(PresenceSettings(hits=1, window=1, min_score=0.5, min_area=0.01), person_class=0)
+    settings = PresenceSettings(hits=1, window=1, min_score=0.5, confirm_score=0.5, min_area=0.01)
+    tracker = PresenceTracker(settings, person_class=0)
     bag = Detection((0.0, 0.0, 200.0, 200.0), 0.95, 1, "bag")
     assert tracker.update([person(score=0.45), person(size=40), bag], AREA, 0.0) is None
     assert not tracker.present
     assert tracker.update([person(score=0.6, size=120)], AREA, 0.1) is not None
+
+
+def test_unsure_boxes_start_no_presence_but_keep_one_that_sure_boxes_started() -> None:
+    """Hysteresis on the score: a shadow that passes min_score now and then, however long, is no person;
+    a person confirmed by sure boxes stays present through a stretch of unsure ones."""
+    settings = PresenceSettings(hits=2, window=4, hold=2.0, min_score=0.5, confirm_score=0.7)
+    tracker = PresenceTracker(settings, person_class=0)
+    for step in range(40):  # ten seconds of boxes from 0.50 to 0.69
+        assert tracker.update([person(score=0.5 + 0.19 * step / 39)], AREA, step * 0.25) is None
+    assert not tracker.present
+    assert tracker.persons == 1  # counted all the same, for the event's figures once it starts
+    assert tracker.update([person(score=0.75)], AREA, 10.0) is None  # one sure sighting is not enough
+    assert tracker.update([person(score=0.6)], AREA, 10.25) is None
+    change = tracker.update([person(score=0.72)], AREA, 10.5)
+    assert change is not None
+    assert (change.present, change.time) == (True, 10.5)
+    for step in range(1, 17):  # four seconds of unsure boxes, twice the hold
+        assert tracker.update([person(score=0.55)], AREA, 10.5 + step * 0.25) is None
+    assert tracker.present
+    assert tracker.update([person(score=0.45)], AREA, 15.0) is None  # below min_score: nobody
+    change = tracker.update([], AREA, 16.5)
+    assert change is not None
+    assert (change.present, change.time) == (False, 14.5)  # the last box of at least min_score
 
 
 def test_a_silent_camera_still_ends_presence_after_the_hold() -> None:
@@ -208,7 +232,7 @@ def test_an_event_starts_records_sends_keyframes_and_ends_after_the_post_roll() 
     clips = Clips()
     events = manager(reports, keyframes, {0: clips})
     for tick in range(50):  # a person for 5 s
-        events.on_detection(0, frame(tick, tick / 10), [person(score=0.6 + tick / 1000)])
+        events.on_detection(0, frame(tick, tick / 10), [person(score=0.8 + tick / 1000)])
     assert [type(r) for r in reports[:2]] == [PersonState, EventReport]
     start = reports[1]
     assert isinstance(start, EventReport)
@@ -249,7 +273,7 @@ def test_an_ended_event_holds_no_frame() -> None:
     for tick in range(25):  # a person for 2.5 s: a keyframe at once, then the best frame since waits
         seen = frame(tick, tick / 10)
         images.append(weakref.ref(seen.image))
-        events.on_detection(0, seen, [person(score=0.6 + tick / 1000)])
+        events.on_detection(0, seen, [person(score=0.8 + tick / 1000)])
     for tick in range(25, 80):  # gone, and the event ended
         events.on_detection(0, frame(tick, tick / 10), [])
     keyframes.clear()

@@ -1,9 +1,12 @@
 """Presence per camera, with hysteresis: present after k of the last n detections, absent after a hold.
 
 One detector mistake must neither start an event nor end one: a person is present once ``hits``
-of the last ``window`` detections found one, and absent once no detection has found one for
-``hold`` seconds. Boxes below a score or an area (a share of the frame) do not count: small,
-unsure boxes are where clutter and shadows become false people.
+of the last ``window`` detections found one surely (a box scoring at least ``confirm_score``), and
+absent once no detection has found one (at least ``min_score``) for ``hold`` seconds. The two
+scores are a hysteresis too, as Frigate's ``threshold`` and ``min_score`` are: a shadow or a
+swaying plant that just passes ``min_score`` now and then starts no event, while a person who is
+present and turns away or steps half behind a shelf stays present. Boxes below ``min_score`` or an area (a share of
+the frame) do not count at all: small, unsure boxes are where clutter and shadows become false people.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from appliance.inference.detector import Detection
 class PresenceSettings:
     hits: int = 2
     window: int = 4
+    confirm_score: float = 0.7  # boxes below it (and at least min_score) count people but start no presence
     hold: float = 6.0
     min_score: float = 0.5
     min_area: float = 0.001  # share of the frame's area
@@ -53,7 +57,7 @@ class PresenceTracker:
         self.people = self.counted(detections, frame_area)
         self.persons = len(self.people)
         seen = self.persons > 0
-        self._recent.append(seen)
+        self._recent.append(any(d.score >= self.settings.confirm_score for d in self.people))
         if seen:
             self.last_seen = time
         if not self.present and sum(self._recent) >= self.settings.hits:
