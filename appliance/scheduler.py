@@ -2,11 +2,12 @@
 
 The detector is the costliest stage and serves both cameras, so the scheduler spends it where it
 matters. Each tick (``1 / detect_fps`` apart) it takes the next camera, in turn, that has a frame
-it has not looked at and that is due: a person is present there (always detected), its scene
-moved recently (a cheap frame difference on a tiny grey image, every ``MOTION_EVERY`` seconds),
-or it has not been detected for ``idle_every`` seconds (a still, empty scene is still checked now
-and then, in case someone stands very still in it). A tick with no camera due is skipped: an
-empty static scene costs four tiny comparisons a second and little else.
+it has not looked at and that is due: it is watched (a person is there or arriving: always
+detected), its scene moved recently (a cheap frame difference on a tiny grey image, every
+``MOTION_EVERY`` seconds), or it has not been detected for ``idle_every`` seconds (a still, empty
+scene is still checked now and then, in case someone stands very still or far away in it). A tick
+with no camera due is skipped: an empty static scene costs four tiny comparisons a second and
+little else.
 """
 
 from __future__ import annotations
@@ -68,13 +69,13 @@ class _Camera:
     detected_index: int = -1  # newest frame index detected
     last_detection: float = float("-inf")
     moved_at: float = float("-inf")
-    present: bool = False
+    watched: bool = False
 
 
 @dataclass(frozen=True)
 class Decision:
     frame: Frame
-    reason: str  # present, motion or idle
+    reason: str  # watched, motion or idle
 
 
 class Scheduler:
@@ -95,10 +96,11 @@ class Scheduler:
         self.compared = 0  # frames shown to the motion gates
         self.motion_off = motion_share <= 0.0
 
-    def set_present(self, slot: int, present: bool) -> None:
+    def set_watched(self, slot: int, watched: bool) -> None:
+        """Whether the camera is detected at every tick (a person there or arriving), whatever its motion."""
         for camera in self._cameras:
             if camera.slot == slot:
-                camera.present = present
+                camera.watched = watched
 
     def next(self, now: float) -> Decision | None:
         """The frame to detect now, or None when no camera is due (the caller waits for the next tick)."""
@@ -123,8 +125,8 @@ class Scheduler:
         return None
 
     def _due(self, camera: _Camera, now: float) -> str | None:
-        if camera.present:
-            return "present"
+        if camera.watched:
+            return "watched"
         if now - camera.moved_at <= MOTION_LINGER:
             return "motion"
         if now - camera.last_detection >= self.idle_every:

@@ -325,7 +325,7 @@ class Service:
                     period.detect.append((time.perf_counter() - start) * 1000.0)
                     slot = decision.frame.camera
                     manager.on_detection(slot, decision.frame, found)
-                    scheduler.set_present(slot, manager.present(slot))
+                    scheduler.set_watched(slot, manager.watch(slot))
                 else:
                     manager.tick(now)
             for description in describer.results():

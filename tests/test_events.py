@@ -101,7 +101,7 @@ def test_a_still_scene_is_compared_for_motion_every_quarter_second_whatever_the_
     assert 7.55 <= arrived <= 7.55 + MOTION_EVERY  # someone walking in is seen at the camera's next comparison
 
 
-def test_motion_and_presence_make_a_camera_due_at_every_tick() -> None:
+def test_motion_and_a_watched_camera_are_due_at_every_tick() -> None:
     camera = Camera(0)
     scheduler = Scheduler([(0, camera.latest)], detect_fps=10, idle_every=60.0, motion_share=0.004)
     camera.advance(0.0)
@@ -112,12 +112,12 @@ def test_motion_and_presence_make_a_camera_due_at_every_tick() -> None:
     decision = scheduler.next(10.0 + MOTION_EVERY)
     assert decision is not None
     assert decision.reason == "motion"
-    scheduler.set_present(0, True)
+    scheduler.set_watched(0, True)
     for tick in range(1, 50):
         camera.advance(20 + tick / 10)
         decision = scheduler.next(20 + tick / 10)
         assert decision is not None
-        assert decision.reason == "present"
+        assert decision.reason == "watched"
 
 
 def test_round_robin_shares_the_detector_and_never_detects_a_frame_twice() -> None:
@@ -182,6 +182,40 @@ def test_unsure_boxes_start_no_presence_but_keep_one_that_sure_boxes_started() -
     change = tracker.update([], AREA, 16.5)
     assert change is not None
     assert (change.present, change.time) == (False, 14.5)  # the last box of at least min_score
+
+
+def test_a_camera_is_watched_from_a_sure_sighting_until_presence_is_decided() -> None:
+    """A small person far away barely moves the motion gate, so an idle check (every 5 s) may be the first
+    to find them: from then the camera must be detected at every tick, or the sighting that confirms
+    them comes an idle period later."""
+    settings = EventSettings(keyframe_every=2.0, postroll=3.0, presence=PresenceSettings(hits=2, window=4))
+    reports: list[Report] = []
+    events = EventManager(settings, {0: CameraOutputs("cam0", None, None)}, 0, lambda _k: None, reports.append)
+    assert not events.watch(0)
+    events.on_detection(0, frame(0, 0.0), [person(score=0.6)])  # an unsure box (a shadow) is not followed
+    assert not events.watch(0)
+    events.on_detection(0, frame(50, 5.0), [person(score=0.9)])  # the idle check finds someone
+    assert events.watch(0)
+    for tick in range(1, 3):  # missed by the next two detections: still within the window
+        events.on_detection(0, frame(50 + tick, 5.0 + tick / 8), [])
+        assert events.watch(0)
+    events.on_detection(0, frame(53, 5.375), [person(score=0.85)])  # confirmed: present
+    assert [r.present for r in reports if isinstance(r, PersonState)] == [True]
+    assert events.watch(0)
+    for tick in range(4, 8):  # nobody again: still present (the hold), so still watched
+        events.on_detection(0, frame(50 + tick, 5.0 + tick / 8), [])
+    assert events.watch(0)
+
+
+def test_a_sure_sighting_that_is_not_repeated_stops_being_watched() -> None:
+    settings = EventSettings(keyframe_every=2.0, postroll=3.0, presence=PresenceSettings(hits=2, window=4))
+    events = EventManager(settings, {0: CameraOutputs("cam0", None, None)}, 0, lambda _k: None, lambda _r: None)
+    events.on_detection(0, frame(0, 0.0), [person(score=0.9)])
+    for tick in range(1, 4):
+        events.on_detection(0, frame(tick, tick / 8), [])
+        assert events.watch(0)
+    events.on_detection(0, frame(4, 0.5), [])  # the sighting has left the window of 4
+    assert not events.watch(0)
 
 
 def test_a_silent_camera_still_ends_presence_after_the_hold() -> None:

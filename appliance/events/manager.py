@@ -121,9 +121,13 @@ class EventManager:
         self.events_started = 0
         self._recent: dict[str, _Event] = {}  # ended events whose last descriptions may still come
 
-    def present(self, slot: int) -> bool:
-        """Whether the camera sees a person (its own view, before any cross-camera confirmation)."""
-        return self._cameras[slot].presence.present
+    def watch(self, slot: int) -> bool:
+        """Whether the camera must be detected at every tick: it sees a person (its own view, before any
+        cross-camera confirmation), or one of its latest detections found one surely. A small person far away
+        barely moves the motion gate's tiny image, so an idle check may be the first to find them; the
+        sightings that confirm them must come a tick apart, not an idle period (measured: 5.4 s late)."""
+        presence = self._cameras[slot].presence
+        return presence.present or presence.arriving
 
     def on_detection(self, slot: int, frame: Frame, detections: Sequence[Detection]) -> None:
         camera = self._cameras[slot]

@@ -52,6 +52,11 @@ class PresenceTracker:
         least = s.min_area * frame_area
         return [d for d in detections if d.class_id == self.person_class and d.score >= s.min_score and d.area >= least]
 
+    @property
+    def arriving(self) -> bool:
+        """Not yet present, but one of the window's detections found someone surely: the next ones decide."""
+        return not self.present and any(self._recent)
+
     def update(self, detections: Sequence[Detection], frame_area: float, time: float) -> Change | None:
         """Take one detection's boxes; returns the change of presence it caused, if any."""
         self.people = self.counted(detections, frame_area)
