@@ -10,6 +10,7 @@ the appliance loads and the reports they end with.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 from pathlib import Path
@@ -108,6 +109,9 @@ def test_the_classifier_trains_on_videos_with_detector_crops(
     # conversion calibrated on the crops training made, not on whole frames
     metadata = json.loads((out / "classifier.json").read_text())
     assert metadata["calibration"]["folder"].endswith("classifier-crops")
+    # what a rerun needs to make the same file: the versions that trained and converted it
+    assert metadata["toolchain"]["keras"] == importlib.metadata.version("keras")
+    assert metadata["toolchain"]["numpy"] == np.__version__
 
 
 @pytest.mark.filterwarnings("ignore:Skipping nested container:UserWarning")  # Keras, while it tries the file

@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,14 @@ def run(request: Request) -> Report:
             role: {"path": str(path), "sha256": sha256_of(path) if path.is_file() else None}
             for role, path in request.sources.items()
         },
-        "toolchain": {"appliance": __version__, "tensorflow": tensorflow_version(), **request.toolchain},
+        # Keras and numpy too: a trained model is the same file only under the same versions of these
+        "toolchain": {
+            "appliance": __version__,
+            "tensorflow": tensorflow_version(),
+            "keras": version("keras"),
+            "numpy": version("numpy"),
+            **request.toolchain,
+        },
         "calibration": {
             "folder": str(request.calib),
             "frames": len(calibration),
