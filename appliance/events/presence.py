@@ -5,8 +5,9 @@ of the last ``window`` detections found one surely (a box scoring at least ``con
 absent once no detection has found one (at least ``min_score``) for ``hold`` seconds. The two
 scores are a hysteresis too, as Frigate's ``threshold`` and ``min_score`` are: a shadow or a
 swaying plant that just passes ``min_score`` now and then starts no event, while a person who is
-present and turns away or steps half behind a shelf stays present. Boxes below ``min_score`` or an area (a share of
-the frame) do not count at all: small, unsure boxes are where clutter and shadows become false people.
+present and turns away or steps half behind a shelf stays present. Boxes below ``min_score`` or an
+area (a share of the frame) do not count at all: small, unsure boxes are where clutter and shadows
+become false people.
 """
 
 from __future__ import annotations
