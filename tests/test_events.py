@@ -188,9 +188,8 @@ def test_a_camera_is_watched_from_a_sure_sighting_until_presence_is_decided() ->
     """A small person far away barely moves the motion gate, so an idle check (every 5 s) may be the first
     to find them: from then the camera must be detected at every tick, or the sighting that confirms
     them comes an idle period later."""
-    settings = EventSettings(keyframe_every=2.0, postroll=3.0, presence=PresenceSettings(hits=2, window=4))
     reports: list[Report] = []
-    events = EventManager(settings, {0: CameraOutputs("cam0", None, None)}, 0, lambda _k: None, reports.append)
+    events = manager(reports, [], {0: Clips()}, presence=PresenceSettings(hits=2, window=4))
     assert not events.watch(0)
     events.on_detection(0, frame(0, 0.0), [person(score=0.6)])  # an unsure box (a shadow) is not followed
     assert not events.watch(0)
@@ -208,8 +207,7 @@ def test_a_camera_is_watched_from_a_sure_sighting_until_presence_is_decided() ->
 
 
 def test_a_sure_sighting_that_is_not_repeated_stops_being_watched() -> None:
-    settings = EventSettings(keyframe_every=2.0, postroll=3.0, presence=PresenceSettings(hits=2, window=4))
-    events = EventManager(settings, {0: CameraOutputs("cam0", None, None)}, 0, lambda _k: None, lambda _r: None)
+    events = manager([], [], {0: Clips()}, presence=PresenceSettings(hits=2, window=4))
     events.on_detection(0, frame(0, 0.0), [person(score=0.9)])
     for tick in range(1, 4):
         events.on_detection(0, frame(tick, tick / 8), [])
@@ -245,13 +243,17 @@ class Clips:
 
 
 def manager(
-    reports: list[Report], keyframes: list[Keyframe], clips: dict[int, Clips], trigger: str = "any"
+    reports: list[Report],
+    keyframes: list[Keyframe],
+    clips: dict[int, Clips],
+    trigger: str = "any",
+    presence: PresenceSettings | None = None,
 ) -> EventManager:
     settings = EventSettings(
         keyframe_every=2.0,
         postroll=3.0,
         trigger=trigger,
-        presence=PresenceSettings(hits=1, window=1, hold=1.0),
+        presence=presence or PresenceSettings(hits=1, window=1, hold=1.0),
     )
     outputs = {
         slot: CameraOutputs(f"cam{slot}", recorder, lambda event, _t: Path(f"/clips/{event}.mp4"))
