@@ -32,7 +32,7 @@ COMMAND = "python -m tools.convert reference"
 
 @dataclass(frozen=True)
 class Plan:
-    # Sized for about 80 minutes on two CPU cores (an AMD EPYC; about twice that on a Xeon).
+    # Sized for about 80 minutes on two cores of an AMD EPYC (about 3 h 15 min on the older Xeon).
     train: int = 6000  # training images of the detector and the classifier
     # The captioner's own training images, another seed: it must learn counts, actions and knives
     # from whole frames. On 12000 it overfit from the 21st of 36 epochs (validation loss 0.125);
@@ -42,7 +42,8 @@ class Plan:
     test: int = 500  # held-out images
     seed: int = 1
     scenario_every: int = 2  # every n-th frame of the scenarios is scored
-    # At 320 an epoch has 1.56 times the pixels of 256; 24 epochs took 55 min here (30 at 256: 40)
+    # At 320 an epoch has 1.56 times the pixels of 256; 24 epochs took 55 min on the Xeon (30 at 256: 40),
+    # 28 on the EPYC
     detector: DetectorRecipe = field(default_factory=lambda: DetectorRecipe(epochs=24))
     classifier: ClassifierRecipe = field(default_factory=ClassifierRecipe)
     # 12 epochs of 12000 images stopped while it was still learning (exact captions 46 %)
