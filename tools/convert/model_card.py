@@ -54,6 +54,10 @@ def _num(value: float) -> str:
     return f"{value:.3f}"
 
 
+def _every(n: int) -> str:
+    return "every frame" if n == 1 else f"one frame in {n}"
+
+
 def _size(out: Path, slot: str) -> str:
     record = json.loads((out / f"{slot}.json").read_text())
     return ", ".join(f"{role} {sizes['int8'] / 1024:.0f} KiB" for role, sizes in record["bytes"].items())
@@ -163,7 +167,7 @@ of its own (seed {plan["seeds"]["captions"]}), since it learns counts, actions a
 
 ## Measured
 
-Held-out set: {plan["held_out_images"]} snapshots (seed {plan["seeds"]["held_out"]}). Scenarios: every {plan["scenario_every"]}th frame of both
+Held-out set: {plan["held_out_images"]} snapshots (seed {plan["seeds"]["held_out"]}). Scenarios: {_every(plan["scenario_every"])} of both
 cameras of each shipped scenario with people (`appliance sim list`); empty scenes: the
 `empty-lighting` scenario (lights flicker, dusk, the infrared switch, shadows, plants, a sign, a
 curtain and branches swaying, and nobody). Everything is measured through the appliance's own
