@@ -34,16 +34,20 @@ def test_the_reference_command_makes_a_models_folder_from_nothing(tmp_path: Path
     assert models.captioner is not None
     assert models.classifier.labels == ("fall", "normal", "violence")
     metrics = json.loads((out / "metrics.json").read_text())
-    # each set has its own seed, the captioner's training set too, and metrics.json records them
+    # the held-out set and the captioner's training set have seeds of their own; the classifier's
+    # set is the detector's stream drawn longer; metrics.json records them
     assert metrics["plan"] == {
         "train_images": 200,
+        "crop_images": 240,
         "caption_images": 200,
         "held_out_images": 40,
-        "seeds": {"train": 1, "held_out": 2, "captions": 3},
+        "seeds": {"train": 1, "crops": 1, "held_out": 2, "captions": 3},
         "scenario_every": 25,
     }
-    for folder, seed, count in (("train", 1, 200), ("test", 2, 40), ("captions", 3, 200)):
+    for folder, seed, count in (("train", 1, 200), ("crops", 1, 240), ("test", 2, 40), ("captions", 3, 200)):
         assert json.loads((work / f"{folder}.done").read_text()) == {"seed": seed, "count": count}
+    detector_frames = json.loads((work / "train" / "truth.json").read_text())["frames"]
+    assert json.loads((work / "crops" / "truth.json").read_text())["frames"][:200] == detector_frames
     for kind in ("float", "int8"):
         assert metrics[kind]["detector"]["held_out"]["images"] == 40
         assert metrics[kind]["classifier"]["crops"] > 0
