@@ -32,12 +32,12 @@ COMMAND = "python -m tools.convert reference"
 
 @dataclass(frozen=True)
 class Plan:
-    # Sized for about 80 minutes on two cores of an AMD EPYC (about 3 h 15 min on the older Xeon).
+    # Sized for about 85 minutes on two cores of an AMD EPYC (about 3 h 30 min, estimated, on the older Xeon).
     train: int = 6000  # the detector's training images
     # The classifier's: the same stream of snapshots (the detector's 6000 and 6000 more). On 12000
     # its accuracy rose from 92.8 to 96.6 % (fall 76 to 85 %); the detector on 12000 found more
-    # people (held-out AP50 0.901 to 0.922) but took a shadow for a person lying on an empty scene
-    # (score 0.83, a false event on empty-lighting), so it stays on 6000.
+    # people (held-out AP50 0.901 to 0.922) but took a drifting shadow on a wall for a person (a flat
+    # 62 x 15 px box, score 0.83: a false event on empty-lighting), so it stays on 6000.
     crops: int = 12000
     # The captioner's own training images, another seed: it must learn counts, actions and knives
     # from whole frames. On 12000 it overfit from the 21st of 36 epochs (validation loss 0.125);
