@@ -122,6 +122,8 @@ class Received:
     payload: str
     retain: bool
     at: float = field(default_factory=time.time, compare=False)  # arrival, for latency measurements
+    # the broker's own redelivery of a message it had sent without an acknowledgement (MQTT's DUP flag)
+    redelivered: bool = field(default=False, compare=False)
 
     def json(self) -> Any:
         return json.loads(self.payload)
@@ -156,7 +158,9 @@ class Collector:
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         with self._changed:
-            self.messages.append(Received(message.topic, message.payload.decode(), bool(message.retain)))
+            self.messages.append(
+                Received(message.topic, message.payload.decode(), bool(message.retain), redelivered=bool(message.dup))
+            )
             self._changed.notify_all()
 
     def wait_for(self, done: Callable[[list[Received]], bool], timeout: float = 10.0) -> list[Received]:
