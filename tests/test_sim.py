@@ -297,6 +297,15 @@ def test_snapshots_cover_places_light_actions_and_objects() -> None:
     assert {p.held for p in people} == {None, *OBJECTS}
     assert {p.shirt for p in people} == set(SHIRT_COLOURS)
     assert sum(not s.truth.counted for s in shots) >= 20  # empty scenes are a fair share
+
+
+def test_snapshots_of_nobody_are_empty_places_in_every_light() -> None:
+    shots = list(snapshots(seed=12, count=60, stages=30, nobody=True))
+    assert all(s.truth.people == () for s in shots)
+    assert {s.truth.place for s in shots} == {"corridor", "shop", "room", "entrance"}
+    assert {s.truth.light for s in shots} == {"day", "dusk", "night"}
+    again = next(iter(snapshots(seed=12, count=60, stages=30, nobody=True)))
+    assert np.array_equal(again.image, shots[0].image)
     for shot in shots:
         facts = captions.parse(shot.truth.caption or "")
         assert facts is not None

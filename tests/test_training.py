@@ -4,6 +4,7 @@ the appliance loads and the reports they end with.
 - classifier: a folder per label holding videos and images of the synthetic world (people
   fighting, a person walking); persons are found by the shipped reference detector (models/),
   every third video frame; MobileNetV2 starts from a weights file;
+- detector: negatives, folders of empty scenes learned as background beside a COCO file;
 - captioner: a COCO captions file of a few hundred captions (five per image, worded differently)
   over images of coloured shapes.
 """
@@ -26,6 +27,8 @@ from appliance.inference.loader import load_models
 from appliance.inference.settings import InferenceSettings
 from tests.conftest import ROOT
 from tools.convert.cli import main
+from tools.convert.datasets import read_negatives
+from tools.convert.synthetic import write_synthetic
 
 SIZE = 48
 COLOURS = {"red": (40, 40, 220), "green": (40, 200, 40), "blue": (220, 60, 40), "yellow": (40, 220, 230)}
@@ -222,3 +225,22 @@ def test_captioner_training_mirrors_half_the_frames_but_never_one_whose_caption_
     mirrored = pixels[:, 0, 0, 0] > pixels[:, 0, -1, 0]
     assert not mirrored[sided].any(), "a caption saying left or right would be wrong for its mirrored frame"
     assert 0 < mirrored[~sided].sum() < (~sided).sum(), "about half the other frames are mirrored"
+
+
+def test_negatives_are_the_images_of_a_folder_with_nothing_to_find(tmp_path: Path) -> None:
+    empty = write_synthetic(tmp_path / "empty", seed=5, count=6, nobody=True)
+    samples = read_negatives(empty.images)
+    assert [s.path.name for s in samples] == [f"{i:06d}.jpg" for i in range(6)]
+    assert all(s.boxes.shape == (0, 4) and len(s.classes) == 0 and len(s.ignore) == 0 for s in samples)
+
+
+def test_the_detector_command_refuses_a_negatives_folder_without_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_synthetic(tmp_path / "data", seed=5, count=4)
+    (tmp_path / "nothing").mkdir()
+    argv = ["detector", "--coco", str(data.detection), "--images", str(data.images), "--work", str(tmp_path / "w")]
+    status = main([*argv, "--out", str(tmp_path / "out"), "--negatives", str(tmp_path / "nothing"), "--epochs", "1"])
+    assert status == 2
+    assert f"{tmp_path / 'nothing'}: no images for negatives" in capsys.readouterr().err
+    assert not (tmp_path / "w" / "detector.keras").exists()

@@ -150,14 +150,17 @@ class Snapshot:
     truth: FrameTruth
 
 
-def snapshots(seed: int, count: int, width: int = 640, height: int = 480, stages: int = 200) -> Iterator[Snapshot]:
-    """``count`` random moments, the same for the same arguments."""
+def snapshots(
+    seed: int, count: int, width: int = 640, height: int = 480, stages: int = 200, nobody: bool = False
+) -> Iterator[Snapshot]:
+    """``count`` random moments, the same for the same arguments; with ``nobody``, empty ones (for a
+    detector to learn what is not a person: shadows, clutter, furniture at night)."""
     pool_rng = np.random.default_rng([seed, 0])
     pool = [random_stage(pool_rng, width, height, seed * 1000 + i) for i in range(min(stages, count))]
     for index in range(count):
         rng = np.random.default_rng([seed, 1, index])
         stage = pool[int(rng.integers(len(pool)))]
         t = float(rng.uniform(0, 60))
-        image, people, light = stage.render(random_actors(rng, stage), t, rng)
+        image, people, light = stage.render([] if nobody else random_actors(rng, stage), t, rng)
         caption = true_caption(people, stage.place.kind, light.mode)
         yield Snapshot(image, FrameTruth(0, index, t, light.mode, stage.place.kind, people, caption))

@@ -126,6 +126,14 @@ def _add_training(commands: Commands) -> None:
     )
     detector_training.add_argument("--coco", type=Path, required=True, metavar="FILE", help="COCO instances JSON")
     detector_training.add_argument("--images", type=Path, required=True, metavar="DIR", help="the images it names")
+    detector_training.add_argument(
+        "--negatives",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="images with nobody in them (empty scenes: night, shadows, plants) to learn as background; repeatable",
+    )
     detector_training.add_argument("--size", type=_positive, help="input size in pixels (default: the recipe's, 320)")
 
     classifier_training = training_parser(
@@ -306,7 +314,8 @@ def _training(args: argparse.Namespace, command: str) -> int:
     # options left out keep the recipe's defaults, so the command line and the recipes cannot disagree
     given = {name: getattr(args, name) for name in ("epochs", "size") if getattr(args, name, None)}
     if args.command == "detector":
-        summary = train.detector(args.coco, args.images, replace(DetectorRecipe(), **given), to, args.calib)
+        detector = replace(DetectorRecipe(), **given)
+        summary = train.detector(args.coco, args.images, detector, to, args.calib, args.negatives)
     elif args.command == "classifier":
         recipe = ClassifierRecipe(weights=args.weights, frame_step=args.frame_step, batch=args.batch)
         summary = train.classifier(args.dataset, replace(recipe, **given), to, args.calib, args.detector)

@@ -2,6 +2,7 @@
 
 - detection: a COCO instances file (``images``, ``annotations`` with ``bbox`` [x, y, w, h],
   ``categories``); ``iscrowd: 1`` marks a region to ignore (neither to find nor a false positive);
+  and, optionally, folders of images with nothing to find in them (negatives: empty scenes);
 - classification: a folder with one subfolder per label, holding images and videos;
 - captions: a COCO captions file (``images``, ``annotations`` with ``image_id`` and ``caption``).
 """
@@ -103,6 +104,16 @@ def read_coco_detection(annotations: Path, images: Path) -> DetectionSet:
             )
         )
     return DetectionSet([str(c["name"]) for c in categories], samples)
+
+
+def read_negatives(folder: Path) -> list[DetectionSample]:
+    """The images of ``folder`` (and its subfolders) as detection samples with nothing in them: every box
+    the detector gives on one is a false positive to unlearn."""
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    if not paths:
+        raise ConvertError(f"{folder}: no images for negatives (a folder of empty scenes)")
+    none = np.zeros((0, 4), np.float32)
+    return [DetectionSample(p, none, np.zeros(0, np.intp), np.zeros(0, bool)) for p in paths]
 
 
 @dataclass(frozen=True)

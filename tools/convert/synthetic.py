@@ -46,9 +46,11 @@ def _examples(shots: Iterator[Snapshot], truths: list[dict[str, object]]) -> Ite
         )
 
 
-def write_synthetic(folder: Path, seed: int, count: int, width: int = 640, height: int = 480) -> SyntheticSet:
+def write_synthetic(
+    folder: Path, seed: int, count: int, width: int = 640, height: int = 480, nobody: bool = False
+) -> SyntheticSet:
     truths: list[dict[str, object]] = []
-    shots = snapshots(seed, count, width, height)
+    shots = snapshots(seed, count, width, height, nobody=nobody)
     write_datasets(_examples(shots, truths), folder, ["person"], BEHAVIOURS, total=count)
     out = SyntheticSet(folder)
     out.truth.write_text(json.dumps({"width": width, "height": height, "frames": truths}))

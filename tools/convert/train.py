@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -78,13 +79,22 @@ def _fresh(to: Destination, slot: str) -> bool:
     return True
 
 
-def detector(coco: Path, images: Path, recipe: DetectorRecipe, to: Destination, calib: Path | None = None) -> str:
-    from tools.convert.datasets import read_coco_detection
+def detector(
+    coco: Path,
+    images: Path,
+    recipe: DetectorRecipe,
+    to: Destination,
+    calib: Path | None = None,
+    negatives: Sequence[Path] = (),
+) -> str:
+    """Train on the COCO file ``coco`` and, as background, the images of the ``negatives`` folders."""
+    from tools.convert.datasets import DetectionSet, read_coco_detection, read_negatives
     from tools.convert.train_detector import train_detector
 
     model, labels = to.work / "detector.keras", to.work / "detector_labels.txt"
     if _fresh(to, "detector"):
         data = read_coco_detection(coco, images)
+        data = DetectionSet(data.names, data.samples + [s for folder in negatives for s in read_negatives(folder)])
         train_detector(data, recipe).save(model)
         labels.write_text("\n".join(data.names) + "\n")
         (to.work / "detector.trained").touch()
