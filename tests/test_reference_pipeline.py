@@ -35,17 +35,21 @@ def test_the_reference_command_makes_a_models_folder_from_nothing(tmp_path: Path
     assert models.classifier.labels == ("fall", "normal", "violence")
     metrics = json.loads((out / "metrics.json").read_text())
     # the held-out set and the captioner's training set have seeds of their own; the classifier's
-    # set is the detector's stream drawn longer; metrics.json records them
+    # set is the detector's stream drawn longer; the detector's empty scenes are a seed of their own too;
+    # metrics.json records them
     assert metrics["plan"] == {
         "train_images": 200,
         "crop_images": 240,
+        "empty_images": 20,
         "caption_images": 200,
         "held_out_images": 40,
-        "seeds": {"train": 1, "crops": 1, "held_out": 2, "captions": 3},
+        "seeds": {"train": 1, "crops": 1, "held_out": 2, "captions": 3, "empty": 4},
         "scenario_every": 25,
     }
-    for folder, seed, count in (("train", 1, 200), ("crops", 1, 240), ("test", 2, 40), ("captions", 3, 200)):
+    sets = (("train", 1, 200), ("crops", 1, 240), ("test", 2, 40), ("captions", 3, 200), ("empty", 4, 20))
+    for folder, seed, count in sets:
         assert json.loads((work / f"{folder}.done").read_text()) == {"seed": seed, "count": count}
+    assert not any(f["people"] for f in json.loads((work / "empty" / "truth.json").read_text())["frames"])
     detector_frames = json.loads((work / "train" / "truth.json").read_text())["frames"]
     assert json.loads((work / "crops" / "truth.json").read_text())["frames"][:200] == detector_frames
     for kind in ("float", "int8"):

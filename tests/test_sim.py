@@ -16,6 +16,7 @@ import pytest
 
 from appliance.inference.detector import iou_one_to_many
 from appliance.sim import captions
+from appliance.sim.backdrop import Shadow, ground_mask
 from appliance.sim.figure import ACTIONS, OBJECTS, SHIRT_COLOURS, Placement, draw, pose, random_appearance, silhouette
 from appliance.sim.render import Renderer, Stage
 from appliance.sim.scenario import ScenarioError, list_scenarios, load_scenario, parse_scenario
@@ -321,3 +322,24 @@ def test_an_actor_outside_the_cameras_place_is_not_drawn() -> None:
     beyond_the_wall = Actor("x", look, "red", 1.7, 9.5, 3.0, "standing", 0.0, None, (0.0, -1.0))
     _, people, _ = stage.render([beyond_the_wall], 1.0, np.random.default_rng(0))
     assert people == ()
+
+
+def test_shadows_fall_on_the_floor_and_never_show_through_a_wall() -> None:
+    """A patch drifting across the room and out through its side wall darkens floor pixels only;
+    once past the wall it is out of sight, as the floor beyond a wall is."""
+    spec = load_scenario("empty-lighting").cameras[0]
+    room, camera = spec.place, spec.camera
+    shadow = Shadow((room.x[0] - 3.0, room.z[1] - 1.5), (1.0, 0.0), 1.0, 0.45)
+    bare = Stage(camera, room, [("day", 0.0)], 0.0, [], [], seed=0)
+    shaded = Stage(camera, room, [("day", 0.0)], 0.0, [], [shadow], seed=0)
+    floor = ground_mask(room, camera) > 0
+    seen = 0
+    for t in np.arange(0.0, room.x[1] - room.x[0] + 6.0, 0.25):
+        without = bare.render([], t, np.random.default_rng(0))[0]
+        with_shadow = shaded.render([], t, np.random.default_rng(0))[0]
+        darker = (without.astype(int) - with_shadow.astype(int) > 8).any(axis=2)
+        assert not (darker & ~floor).any(), f"at {t} s the shadow darkens pixels off the floor"
+        if shadow.start[0] + shadow.velocity[0] * t > room.x[1] + shadow.radius:
+            assert not darker.any(), f"at {t} s the shadow is beyond the wall, yet shows"
+        seen += bool(darker.any())
+    assert seen >= 8  # it does cross the floor in sight

@@ -73,13 +73,7 @@ def paint(place: Place, camera: Camera, rng: np.random.Generator) -> Image:
     if place.outdoor:
         sky = np.linspace(1.0, 0.75, camera.height_px)[:, None, None] * np.array([235, 205, 170])
         image[:] = sky.astype(np.uint8)
-        far = 60.0  # the street beyond the entrance
-        _fill(
-            image,
-            camera,
-            np.array([[x0 - far, 0, z0 - far], [x1 + far, 0, z0 - far], [x1 + far, 0, z1], [x0 - far, 0, z1]]),
-            (110, 115, 110),
-        )
+        _fill(image, camera, _ground(place), (110, 115, 110))
     else:
         image[:] = palette["ceiling"]
     walls: list[tuple[float, Array, Colour]] = []
@@ -108,6 +102,20 @@ def paint(place: Place, camera: Camera, rng: np.random.Generator) -> Image:
     grain = rng.normal(0.0, 3.0, image.shape).astype(np.float32)
     textured: Image = np.clip(image.astype(np.float32) * shading[:, :, None] + grain, 0, 255).astype(np.uint8)
     return textured
+
+
+def _ground(place: Place) -> Array:
+    """Corners of the ground a shadow can fall on: the floor indoors, the street and the forecourt outdoors."""
+    (x0, x1), (z0, z1) = place.x, place.z
+    far = 60.0 if place.outdoor else 0.0  # the street beyond the entrance
+    return np.array([[x0 - far, 0, z0 - far], [x1 + far, 0, z0 - far], [x1 + far, 0, z1], [x0 - far, 0, z1]])
+
+
+def ground_mask(place: Place, camera: Camera) -> Image:
+    """255 where the camera sees the ground of ``place``, 0 on walls, sky and ceiling."""
+    mask = np.zeros((camera.height_px, camera.width), np.uint8)
+    _fill(mask, camera, _ground(place), (255, 255, 255))
+    return mask
 
 
 def _floor_lines(image: Image, camera: Camera, place: Place) -> None:
@@ -321,7 +329,9 @@ class Shadow:
     radius: float
     strength: float  # 0..1 darkening at the centre
 
-    def darken(self, image: Image, camera: Camera, t: float) -> None:
+    def darken(self, image: Image, camera: Camera, t: float, ground: Image) -> None:
+        """Darken the part of the patch that lies on ``ground`` (``ground_mask``): beyond a wall the
+        floor is hidden, so a patch there must not show through the wall."""
         cx, cz = self.start[0] + self.velocity[0] * t, self.start[1] + self.velocity[1] * t
         ring = [
             [cx + self.radius * math.cos(a), 0.0, cz + self.radius * 0.6 * math.sin(a)]
@@ -340,6 +350,6 @@ class Shadow:
             return
         mask = np.zeros((y2 - y1, x2 - x1), np.float32)
         cv2.fillPoly(mask, [np.round((pixels - [x1, y1]) * 16).astype(np.int32)], 1.0, cv2.LINE_AA, shift=4)
-        mask = cv2.GaussianBlur(mask, (soft, soft), 0)
+        mask = cv2.GaussianBlur(mask, (soft, soft), 0) * (ground[y1:y2, x1:x2] / np.float32(255))
         region = image[y1:y2, x1:x2]
         region[:] = (region * (1.0 - self.strength * mask)[:, :, None]).astype(np.uint8)

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from appliance.inference.imaging import Box, Image
 from appliance.sim import captions
-from appliance.sim.backdrop import Clutter, Shadow, default_clutter, paint
+from appliance.sim.backdrop import Clutter, Shadow, default_clutter, ground_mask, paint
 from appliance.sim.figure import Placement, Silhouette, draw, pose, silhouette
 from appliance.sim.geometry import NEAR, Camera, Place
 from appliance.sim.scenario import CameraSpec, Scenario
@@ -169,6 +169,7 @@ class Stage:
         self.lighting, self.flicker = tuple(lighting), flicker
         self.clutter, self.shadows = tuple(clutter), tuple(shadows)
         self.backdrop = paint(place, camera, np.random.default_rng([seed, 1]))
+        self._ground = ground_mask(place, camera)
         self._drift_phase = float(np.random.default_rng([seed, 2]).random()) * 2 * math.pi
 
     @classmethod
@@ -193,7 +194,7 @@ class Stage:
         for thing in self.clutter:
             thing.draw(image, self.camera, t)
         for shadow in self.shadows:
-            shadow.darken(image, self.camera, t)
+            shadow.darken(image, self.camera, t, self._ground)
         # People are drawn far to near; each also paints its number into a label map, so that what
         # is left of a person's number is what of them shows (not cut off, not hidden behind others).
         height, width = image.shape[:2]

@@ -162,7 +162,8 @@ poses, day, dusk and infrared night, flicker, drifting shadows and swaying clutt
 walking, standing, fighting, falling, lying, holding a knife, a bag or a phone. Written to disk
 as a COCO detection file, person crops in one folder per label (violence: fighting or holding a
 knife; fall: falling or lying; normal: the rest) and a COCO captions file, then trained on like
-any data set. The detector trains on these; the classifier on the first {plan["crop_images"]} snapshots of the same
+any data set. The detector trains on these, and on {plan["empty_images"]} snapshots with nobody in them as background
+(seed {plan["seeds"]["empty"]}: shadows, clutter, furniture at night); the classifier on the first {plan["crop_images"]} snapshots of the same
 stream (seed {plan["seeds"]["crops"]}: these and more); the captioner on {plan["caption_images"]} snapshots of its own
 (seed {plan["seeds"]["captions"]}), since it learns counts, actions and knives from whole frames.
 
