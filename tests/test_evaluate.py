@@ -6,6 +6,7 @@ what is under test is the counting, not a network.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -117,27 +118,35 @@ def test_detector_metrics_count_found_missed_false_and_ignored_boxes() -> None:
     assert evaluate_detector(detector, frames, operating_score=0.5, count_score=0.2).counted_right == 0.0
 
 
-def test_caption_metrics_score_exact_captions_facts_and_knives_both_ways() -> None:
+def test_caption_metrics_score_exact_captions_facts_and_held_objects_both_ways() -> None:
     truths = [
         "a person in a red shirt is holding a knife in the shop",
         "a person in a red shirt is holding a knife in the corridor",
         "two people are fighting in the room",
         "a person in a blue shirt is standing in the shop",
+        "a person in a white shirt is holding a bag in the room",
+        "nobody is at the entrance",
     ]
     said = [
         truths[0],  # exact
         "a person in a red shirt is standing in the corridor",  # the knife missed
         "two people are fighting in the room",  # exact
         "a person in a blue shirt is holding a knife in the shop",  # a knife that is not there
+        "a person in a white shirt is holding a phone in the room",  # a phone for the bag
+        "nobody is at the entrance",  # exact
     ]
     metrics = evaluate_captioner(ScriptedCaptioner(said), [(_frame(i), t) for i, t in enumerate(truths)])
-    assert metrics.frames == 4
+    assert metrics.frames == 6
     assert metrics.exact == pytest.approx(0.5)
-    assert metrics.knife_frames == 2
-    assert metrics.knife_recall == pytest.approx(0.5)
-    assert metrics.knife_false_alarms == pytest.approx(0.5)
+    knife, bag, phone = (metrics.held_objects[thing] for thing in ("knife", "bag", "phone"))
+    assert (knife.frames, knife.recall) == (2, 0.5)
+    assert knife.false_alarms == pytest.approx(1 / 4)
+    assert (bag.frames, bag.recall, bag.false_alarms) == (1, 0.0, 0.0)
+    assert phone.frames == 0
+    assert math.isnan(phone.recall)
+    assert phone.false_alarms == pytest.approx(1 / 6)
     assert metrics.categories["count"] == 1.0
     assert metrics.categories["colour"] == 1.0
-    assert metrics.categories["held"] == pytest.approx(0.5)
-    assert metrics.categories["action"] == pytest.approx(0.5)
-    assert [e["said"] for e in metrics.examples] == [said[1], said[3]]
+    assert metrics.categories["held"] == pytest.approx(3 / 6)
+    assert metrics.categories["action"] == pytest.approx(4 / 6)  # holding a phone for a bag: no action said, rightly
+    assert [e["said"] for e in metrics.examples] == [said[1], said[3], said[4]]

@@ -25,6 +25,7 @@ from appliance.inference.classifier import Classifier
 from appliance.inference.detector import Detection, Detector, iou_one_to_many
 from appliance.inference.imaging import Box, Image
 from appliance.sim import captions
+from appliance.sim.figure import OBJECTS
 from tools.convert.progress import progress
 
 SMALL = 50.0  # pixels tall: a small person
@@ -204,14 +205,21 @@ CATEGORIES = ("count", "action", "held", "colour")
 
 
 @dataclass(frozen=True)
+class HeldScore:
+    """How the captions name one object, both ways: the knife's figures are the alert's."""
+
+    frames: int  # frames whose true caption names the object
+    recall: float  # of those, the share whose caption names it too
+    false_alarms: float  # of the other frames, the share whose caption names it (for a knife, a false alert)
+
+
+@dataclass(frozen=True)
 class CaptionerMetrics:
     frames: int
     bleu: dict[str, float]  # "1".."4"
     exact: float
     categories: dict[str, float]  # accuracy per category of fact
-    knife_frames: int
-    knife_recall: float  # frames with a knife whose caption says knife
-    knife_false_alarms: float  # frames without a knife whose caption says knife (a false alert)
+    held_objects: dict[str, HeldScore]  # each object the grammar names (knife, bag, phone)
     examples: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -223,7 +231,7 @@ def evaluate_captioner(
 ) -> CaptionerMetrics:
     references, hypotheses = [], []
     right = Counter[str]()
-    knives = knives_said = false_knives = 0
+    held, named, named_wrongly = Counter[str](), Counter[str](), Counter[str]()
     examples: list[dict[str, str]] = []
     for image, truth in progress(iterable=frames, total=total, desc="evaluating captioner"):
         said = captioner.caption(image).text
@@ -233,12 +241,13 @@ def evaluate_captioner(
         assert expected is not None, f"not a caption of the grammar: {truth!r}"
         for category in CATEGORIES:
             right[category] += got is not None and getattr(got, category) == getattr(expected, category)
-        says_knife = "knife" in hypotheses[-1]
-        if expected.held == "knife":
-            knives += 1
-            knives_said += says_knife
-        else:
-            false_knives += says_knife
+        for thing in OBJECTS:  # by the word, as the appliance's alert reads a caption
+            says = thing in hypotheses[-1]
+            if expected.held == thing:
+                held[thing] += 1
+                named[thing] += says
+            else:
+                named_wrongly[thing] += says
         if said != truth and len(examples) < 12:
             examples.append({"truth": truth, "said": said})
     count = len(references)
@@ -247,8 +256,13 @@ def evaluate_captioner(
         {str(n): corpus_bleu(references, hypotheses, n) for n in range(1, 5)},
         sum(r == h for r, h in zip(references, hypotheses, strict=True)) / count,
         {category: right[category] / count for category in CATEGORIES},
-        knives,
-        knives_said / knives if knives else float("nan"),
-        false_knives / (count - knives) if count > knives else float("nan"),
+        {
+            thing: HeldScore(
+                held[thing],
+                named[thing] / held[thing] if held[thing] else float("nan"),
+                named_wrongly[thing] / (count - held[thing]) if count > held[thing] else float("nan"),
+            )
+            for thing in OBJECTS
+        },
         examples,
     )
