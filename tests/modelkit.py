@@ -20,7 +20,8 @@ from tools.convert.train_captioner import CaptionerRecipe
 from tools.convert.train_classifier import ClassifierRecipe
 from tools.convert.train_detector import DetectorRecipe
 
-DETECTOR = DetectorRecipe(size=128, epochs=12, batch=32)
+# the toy frames are 160x120: the detector takes their shape, so the tests run a non-square input end to end
+DETECTOR = DetectorRecipe(size=(160, 128), epochs=12, batch=32)
 CLASSIFIER = ClassifierRecipe(size=48, epochs=4, batch=32, patience=2)
 CAPTIONER = CaptionerRecipe(
     width=128,

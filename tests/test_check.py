@@ -59,7 +59,7 @@ def test_check_loads_runs_and_tables_every_model(toy_models: ToyModels, tmp_path
         ("captioner", "captioner_encoder.tflite"),
         ("captioner", "captioner_decoder.tflite"),
     ]
-    assert rows[0][2:4] == ["1x128x128x3", "int8"]
+    assert rows[0][2:4] == ["1x128x160x3", "int8"]
     assert rows[1][2:4] == ["1x48x48x3", "int8"]
     assert all(float(row[-1]) > 0 for row in rows)
     assert re.search(r"^detector: [\d.]+ ms per 640x480 frame", result.stdout, re.M)
@@ -160,7 +160,7 @@ DAMAGE: list[tuple[Callable[[Path], None], str]] = [
     (random_bytes_model, rf"detector\.tflite: the TFLite runtime cannot load it: .*; {REGENERATE} detector"),
     (
         wrong_input_shape,
-        rf"detector\.tflite: input 'images' is 1x128x128x3 int8, the manifest says 1x320x320x3 int8; {REGENERATE}",
+        rf"detector\.tflite: input 'images' is 1x128x160x3 int8, the manifest says 1x320x320x3 int8; {REGENERATE}",
     ),
     (unknown_family, r"manifest\.json: slots\.detector\.family: unknown family 'yolov5'; this appliance knows yolov8"),
     (

@@ -4,7 +4,8 @@ the appliance loads and the reports they end with.
 - classifier: a folder per label holding videos and images of the synthetic world (people
   fighting, a person walking); persons are found by the shipped reference detector (models/),
   every third video frame; MobileNetV2 starts from a weights file;
-- detector: negatives, folders of empty scenes learned as background beside a COCO file;
+- detector: negatives, folders of empty scenes learned as background beside a COCO file; inputs
+  of a camera's shape (WxH), whose anchors, targets and mirror images must agree with the maps;
 - captioner: a COCO captions file of a few hundred captions (five per image, worded differently)
   over images of coloured shapes.
 """
@@ -28,7 +29,9 @@ from appliance.inference.settings import InferenceSettings
 from tests.conftest import ROOT
 from tools.convert.cli import main
 from tools.convert.datasets import read_negatives
+from tools.convert.layers import anchor_grid
 from tools.convert.synthetic import write_synthetic
+from tools.convert.train_detector import STRIDES, assign, build_detector, flip_order
 
 SIZE = 48
 COLOURS = {"red": (40, 40, 220), "green": (40, 200, 40), "blue": (220, 60, 40), "yellow": (40, 220, 230)}
@@ -244,3 +247,53 @@ def test_the_detector_command_refuses_a_negatives_folder_without_images(
     assert status == 2
     assert f"{tmp_path / 'nothing'}: no images for negatives" in capsys.readouterr().err
     assert not (tmp_path / "w" / "detector.keras").exists()
+
+
+def test_a_detector_of_a_cameras_shape_has_an_anchor_per_cell_of_each_map_in_row_order() -> None:
+    """160x96: 20x12, 10x6 and 5x3 cells; anchors go row by row, as the maps are flattened."""
+    centres, strides = anchor_grid((160, 96), STRIDES)
+    assert len(centres) == 20 * 12 + 10 * 6 + 5 * 3
+    assert strides.tolist() == [8.0] * 240 + [16.0] * 60 + [32.0] * 15
+    assert centres[:21].tolist() == [[4.0 + 8 * i, 4.0] for i in range(20)] + [[4.0, 12.0]]
+    assert centres[:, 0].max() < 160
+    assert centres[:, 1].max() < 96
+    model = build_detector(2, (160, 96))
+    assert model.input_shape == (None, 96, 160, 3)  # height first, as images are
+    assert model.output_shape == (None, 4 + 2, len(centres))
+
+
+def test_a_mirrored_image_of_a_cameras_shape_mirrors_every_anchor_in_its_row() -> None:
+    centres, _ = anchor_grid((160, 96), STRIDES)
+    order = flip_order((160, 96))
+    assert sorted(order.tolist()) == list(range(len(centres)))
+    assert np.allclose(centres[order, 0], 160 - centres[:, 0])
+    assert np.allclose(centres[order, 1], centres[:, 1])
+
+
+def test_targets_are_fractions_of_the_inputs_width_and_height() -> None:
+    centres, strides = anchor_grid((160, 96), STRIDES)
+    box = np.array([[20.0, 16.0, 40.0, 56.0]], np.float32)  # 20 wide, 40 tall
+    target = assign(box, np.array([1]), np.array([False]), centres, strides, (160, 96), 2)
+    positive = target[-2] == 1
+    assert positive.any()
+    assert np.allclose(target[:4, positive].T, [30 / 160, 36 / 96, 20 / 160, 40 / 96])
+    assert (target[5, positive] == 1).all()
+    assert (target[4, positive] == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        ("400x300", "expected N or WxH, each a multiple of 32 from 32 up, got 400x300"),
+        ("320x", "expected N or WxH in pixels, got 320x"),
+        ("16", "expected N or WxH, each a multiple of 32 from 32 up, got 16"),
+    ],
+)
+def test_the_detector_command_refuses_an_input_size_it_cannot_build(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], size: str, message: str
+) -> None:
+    argv = ["detector", "--coco", str(tmp_path / "none.json"), "--images", str(tmp_path), "--size", size]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert f"argument --size: {message}" in capsys.readouterr().err

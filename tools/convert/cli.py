@@ -23,6 +23,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _detector_size(text: str) -> tuple[int, int]:
+    """``N`` (a square input) or ``WxH``, each a multiple of the detector's largest stride."""
+    parts = text.lower().split("x")
+    try:
+        width, height = (int(parts[0]), int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"expected N or WxH in pixels, got {text}") from None
+    if len(parts) > 2 or min(width, height) < 32 or width % 32 or height % 32:
+        raise argparse.ArgumentTypeError(f"expected N or WxH, each a multiple of 32 from 32 up, got {text}")
+    return width, height
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -134,7 +146,15 @@ def _add_training(commands: Commands) -> None:
         metavar="DIR",
         help="images with nobody in them (empty scenes: night, shadows, plants) to learn as background; repeatable",
     )
-    detector_training.add_argument("--size", type=_positive, help="input size in pixels (default: the recipe's, 320)")
+    detector_training.add_argument(
+        "--size",
+        type=_detector_size,
+        metavar="N|WxH",
+        help="input size in pixels: N for a square, WxH (multiples of 32) for a camera's shape (default: the recipe's)",
+    )
+    detector_training.add_argument(
+        "--depth", type=_positive, metavar="N", help="residual blocks at each stride (default: the recipe's, 1)"
+    )
 
     classifier_training = training_parser(
         "classifier",
@@ -312,7 +332,7 @@ def _training(args: argparse.Namespace, command: str) -> int:
 
     to = train.Destination(args.work, args.out, command, args.calib_frames, resume=args.resume)
     # options left out keep the recipe's defaults, so the command line and the recipes cannot disagree
-    given = {name: getattr(args, name) for name in ("epochs", "size") if getattr(args, name, None)}
+    given = {name: getattr(args, name) for name in ("epochs", "size", "depth") if getattr(args, name, None)}
     if args.command == "detector":
         detector = replace(DetectorRecipe(), **given)
         summary = train.detector(args.coco, args.images, detector, to, args.calib, args.negatives)

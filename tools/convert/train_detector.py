@@ -34,11 +34,12 @@ CENTRE_RADIUS = 2.5  # strides around the box centre where anchors may be positi
 
 @dataclass(frozen=True)
 class DetectorRecipe:
-    size: int = 320  # the design's detector input
+    size: tuple[int, int] = (320, 320)  # input width and height, multiples of 32 (the design's default: 320)
     epochs: int = 30
     batch: int = 32
     learning_rate: float = 2e-3
     width: float = 1.0  # channel multiplier
+    depth: int = 1  # residual blocks at each of the strides 8, 16 and 32
     seed: int = 0
 
 
@@ -52,17 +53,23 @@ def _residual(x: tf.Tensor, filters: int) -> tf.Tensor:
     return keras.layers.Add()([x, _conv(_conv(x, filters // 2, kernel=1), filters)])
 
 
-def build_detector(classes: int, size: int, width: float = 1.0) -> keras.Model:
-    """About 250 k parameters at width 1; ReLU, which int8 kernels fuse into the convolutions."""
+def build_detector(classes: int, size: tuple[int, int], width: float = 1.0, depth: int = 1) -> keras.Model:
+    """About 250 k parameters at width 1 and depth 1; ReLU, which int8 kernels fuse into the convolutions."""
 
     def c(n: int) -> int:
         return max(8, int(n * width))
 
-    images = keras.Input((size, size, 3), name="images")
+    def stage(x: tf.Tensor, filters: int) -> tf.Tensor:
+        x = _conv(x, filters, 2)
+        for _ in range(depth):
+            x = _residual(x, filters)
+        return x
+
+    images = keras.Input((size[1], size[0], 3), name="images")
     x = _conv(_conv(images, c(16), 2), c(32), 2)
-    p3 = _residual(_conv(x, c(48), 2), c(48))
-    p4 = _residual(_conv(p3, c(64), 2), c(64))
-    p5 = _residual(_conv(p4, c(96), 2), c(96))
+    p3 = stage(x, c(48))
+    p4 = stage(p3, c(64))
+    p5 = stage(p4, c(96))
     n5 = _conv(p5, c(48), kernel=1)
     n4 = keras.layers.Add()([_conv(p4, c(48), kernel=1), keras.layers.UpSampling2D()(n5)])
     n3 = keras.layers.Add()([_conv(p3, c(48), kernel=1), keras.layers.UpSampling2D()(n4)])
@@ -83,11 +90,13 @@ def assign(
     ignore: npt.NDArray[np.bool_],
     centres: npt.NDArray[np.float32],
     strides: npt.NDArray[np.float32],
-    size: int,
+    size: tuple[int, int],
     class_count: int,
 ) -> npt.NDArray[np.float32]:
-    """Targets [4 + C + 2, N] for one letterboxed image: box (cx, cy, w, h in 0..1), class one-hot,
-    positive mask, learn mask (0 for anchors inside an ignored region)."""
+    """Targets [4 + C + 2, N] for one letterboxed image of ``size`` (width, height): box (cx, cy, w, h
+    in 0..1 of the input's width and height), class one-hot, positive mask, learn mask (0 for anchors
+    inside an ignored region)."""
+    unit = np.array([size[0], size[1]] * 2, np.float32)[:, None]
     target = np.zeros((4 + class_count + 2, len(centres)), np.float32)
     target[-1] = 1.0
     owner_area = np.full(len(centres), np.inf, np.float32)
@@ -114,7 +123,7 @@ def assign(
         area = (x2 - x1) * (y2 - y1)
         chosen &= area < owner_area  # an anchor claimed twice goes to the smaller object
         owner_area[chosen] = area
-        target[:4, chosen] = np.array([[centre[0], centre[1], x2 - x1, y2 - y1]], np.float32).T / size
+        target[:4, chosen] = np.array([[centre[0], centre[1], x2 - x1, y2 - y1]], np.float32).T / unit
         target[4 : 4 + class_count, chosen] = 0.0
         target[4 + cls, chosen] = 1.0
         target[-2, chosen] = 1.0
@@ -152,28 +161,31 @@ def detector_loss(truth: tf.Tensor, prediction: tf.Tensor) -> tf.Tensor:
     return classification + 5.0 * box
 
 
-def flip_order(size: int) -> npt.NDArray[np.int32]:
-    """The anchor permutation of a horizontally mirrored image."""
+def flip_order(size: tuple[int, int]) -> npt.NDArray[np.int32]:
+    """The anchor permutation of a horizontally mirrored image of ``size`` (width, height)."""
     order, base = [], 0
     for stride in STRIDES:
-        cells = size // stride
-        grid = np.arange(cells * cells).reshape(cells, cells)
+        grid = np.arange((size[0] // stride) * (size[1] // stride)).reshape(size[1] // stride, size[0] // stride)
         order.append(base + grid[:, ::-1].ravel())
-        base += cells * cells
+        base += grid.size
     return np.concatenate(order).astype(np.int32)
 
 
-def prepare(data: DetectionSet, size: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
-    """Letterboxed RGB images and their targets, in memory."""
+def prepare(data: DetectionSet, size: tuple[int, int]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
+    """Images letterboxed to ``size`` (width, height), RGB, and their targets, in memory."""
     centres, strides = anchor_grid(size, STRIDES)
-    images = np.empty((len(data.samples), size, size, 3), np.uint8)
+    images = np.empty((len(data.samples), size[1], size[0], 3), np.uint8)
     targets = np.empty((len(data.samples), 4 + len(data.names) + 2, len(centres)), np.float32)
     for i, sample in enumerate(progress(iterable=data.samples, desc="letterboxing")):
-        rgb, layout = letterbox(read_image(sample.path), size, size)
+        rgb, layout = letterbox(read_image(sample.path), *size)
         images[i] = rgb
         boxes = sample.boxes * layout.scale + np.array([layout.pad_x, layout.pad_y] * 2, np.float32)
         targets[i] = assign(boxes, sample.classes, sample.ignore, centres, strides, size, len(data.names))
     return images, targets
+
+
+def _scaled(images: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    return tf.cast(images, tf.float32) / 255.0, targets
 
 
 def _augmented(images: tf.Tensor, targets: tf.Tensor, order: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -199,24 +211,30 @@ def train_detector(data: DetectionSet, recipe: DetectorRecipe) -> keras.Model:
     order = tf.constant(flip_order(recipe.size))
     steps = int(np.ceil((~held).sum() / recipe.batch))
 
-    def batches(x: np.ndarray, y: np.ndarray, augment: bool) -> tf.data.Dataset:
-        dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    def gather(rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x, y = tf.numpy_function(lambda r: (images[r], targets[r]), [rows], [tf.uint8, tf.float32], stateful=False)
+        return tf.ensure_shape(x, (None, *images.shape[1:])), tf.ensure_shape(y, (None, *targets.shape[1:]))
+
+    def batches(rows: npt.NDArray[np.intp], augment: bool) -> tf.data.Dataset:
+        """Batches gathered by row from the arrays in memory: the data set is never copied (as tensor
+        slices, and the training and validation parts, it was held three times)."""
+        dataset = tf.data.Dataset.from_tensor_slices(rows)
         if augment:
-            dataset = dataset.shuffle(len(x), seed=recipe.seed, reshuffle_each_iteration=True)
+            dataset = dataset.shuffle(len(rows), seed=recipe.seed, reshuffle_each_iteration=True)
         dataset = dataset.batch(recipe.batch).enumerate()
         if augment:
             seed = tf.constant(recipe.seed, tf.int64)
-            dataset = dataset.map(lambda i, b: _augmented(b[0], b[1], order, tf.stack([i, seed])))
+            dataset = dataset.map(lambda i, r: _augmented(*gather(r), order, tf.stack([i, seed])))
         else:
-            dataset = dataset.map(lambda _, b: (tf.cast(b[0], tf.float32) / 255.0, b[1]))
+            dataset = dataset.map(lambda _, r: _scaled(*gather(r)))
         return dataset  # no prefetch: on two cores it competes with training and halves its speed
 
-    model = fast_batchnorm(build_detector(len(data.names), recipe.size, recipe.width))
+    model = fast_batchnorm(build_detector(len(data.names), recipe.size, recipe.width, recipe.depth))
     schedule = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, steps * recipe.epochs, alpha=0.02)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=detector_loss)
     model.fit(
-        batches(images[~held], targets[~held], augment=True),
-        validation_data=batches(images[held], targets[held], augment=False),
+        batches(np.flatnonzero(~held), augment=True),
+        validation_data=batches(np.flatnonzero(held), augment=False),
         epochs=recipe.epochs,
         shuffle=False,  # the dataset shuffles itself
         verbose=0,
