@@ -52,6 +52,8 @@ def test_the_reference_command_makes_a_models_folder_from_nothing(tmp_path: Path
     assert not any(f["people"] for f in json.loads((work / "empty" / "truth.json").read_text())["frames"])
     detector_frames = json.loads((work / "train" / "truth.json").read_text())["frames"]
     assert json.loads((work / "crops" / "truth.json").read_text())["frames"][:200] == detector_frames
+    detector = json.loads((out / "manifest.json").read_text())["slots"]["detector"]["models"]["model"]
+    assert detector["inputs"]["images"]["shape"] == [1, 320, 416, 3]  # the plan's camera-shaped input
     for kind in ("float", "int8"):
         assert metrics[kind]["detector"]["held_out"]["images"] == 40
         assert metrics[kind]["classifier"]["crops"] > 0

@@ -154,7 +154,7 @@ at work. Make real ones from real data with the same toolchain (see "Making real
 
 | Slot | Model | Input | File |
 | --- | --- | --- | --- |
-| detector | yolov8-contract detector, anchor-free, strides 8/16/32, ~250 k parameters | {_inputs(out, "detector")} | {_size(out, "detector")} |
+| detector | yolov8-contract detector, anchor-free, strides 8/16/32, two residual blocks a stride, ~340 k parameters | {_inputs(out, "detector")} | {_size(out, "detector")} |
 | classifier | MobileNetV2 (alpha 0.35) on square person crops; labels fall, normal, violence | {_inputs(out, "classifier")} | {_size(out, "classifier")} |
 | captioner | CNN encoder (12 x 9 grid and a summary cell) + Bahdanau-attention GRU step decoder | {_inputs(out, "captioner")} | {_size(out, "captioner")} |
 
