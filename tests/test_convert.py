@@ -84,10 +84,11 @@ def test_every_conversion_reports_float_against_int8_on_held_out_frames(toy_mode
 
 def test_pixel_box_heads_are_recognised_and_decode_to_the_same_boxes(toy_models: ToyModels) -> None:
     """A head with boxes in input pixels is recognised and decodes to the same places. Its int8
-    scores are coarse (boxes up to 128 share the tensor's step), which the toolchain warns about."""
+    scores are coarse (boxes up to the input's width, 160, share the tensor's step of about 160 / 255),
+    which the toolchain warns about."""
     entry = read_manifest(toy_models.pixel_detector).slots["detector"]
     assert entry.params["coords"] == "pixels"
-    assert "warning: the int8 output moves in steps of 0.50" in toy_models.log("detector-pixels")
+    assert "warning: the int8 output moves in steps of 0.627" in toy_models.log("detector-pixels")
     assert "warning" not in toy_models.log("detector")
     settings = InferenceSettings(threads=2, detector=DetectorSettings(labels=("person", "bag")))
     pixels = load_models(toy_models.pixel_detector, settings).detector
