@@ -282,18 +282,20 @@ def test_targets_are_fractions_of_the_inputs_width_and_height() -> None:
 
 
 @pytest.mark.parametrize(
-    ("size", "message"),
+    ("option", "value", "message"),
     [
-        ("400x300", "expected N or WxH, each a multiple of 32 from 32 up, got 400x300"),
-        ("320x", "expected N or WxH in pixels, got 320x"),
-        ("16", "expected N or WxH, each a multiple of 32 from 32 up, got 16"),
+        ("--size", "400x300", "expected N or WxH, each a multiple of 32 from 32 up, got 400x300"),
+        ("--size", "320x", "expected N or WxH in pixels, got 320x"),
+        ("--size", "320x240x3", "expected N or WxH in pixels, got 320x240x3"),
+        ("--size", "16", "expected N or WxH, each a multiple of 32 from 32 up, got 16"),
+        ("--depth", "0", "expected a positive integer, got 0"),
     ],
 )
-def test_the_detector_command_refuses_an_input_size_it_cannot_build(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], size: str, message: str
+def test_the_detector_command_refuses_a_shape_it_cannot_build(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, message: str
 ) -> None:
-    argv = ["detector", "--coco", str(tmp_path / "none.json"), "--images", str(tmp_path), "--size", size]
+    argv = ["detector", "--coco", str(tmp_path / "none.json"), "--images", str(tmp_path), option, value]
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2
-    assert f"argument --size: {message}" in capsys.readouterr().err
+    assert f"argument {option}: {message}" in capsys.readouterr().err

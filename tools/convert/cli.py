@@ -25,14 +25,14 @@ def _positive(text: str) -> int:
 
 def _detector_size(text: str) -> tuple[int, int]:
     """``N`` (a square input) or ``WxH``, each a multiple of the detector's largest stride."""
-    parts = text.lower().split("x")
+    width, x, height = text.lower().partition("x")
     try:
-        width, height = (int(parts[0]), int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
-    except (ValueError, IndexError):
+        size = (int(width), int(height) if x else int(width))
+    except ValueError:
         raise argparse.ArgumentTypeError(f"expected N or WxH in pixels, got {text}") from None
-    if len(parts) > 2 or min(width, height) < 32 or width % 32 or height % 32:
+    if min(size) < 32 or size[0] % 32 or size[1] % 32:
         raise argparse.ArgumentTypeError(f"expected N or WxH, each a multiple of 32 from 32 up, got {text}")
-    return width, height
+    return size
 
 
 def _fraction(text: str) -> float:
