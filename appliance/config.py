@@ -234,12 +234,14 @@ class Config:
     )
     detect_score: float = setting(Float(0.01, 1.0), "0.4", "Least detector score for a box to count.")
     detect_iou: float = setting(
-        Float(0.05, 1.0), "0.45", "Overlap (IoU) above which non-maximum suppression merges two boxes."
+        Float(0.05, 1.0),
+        "0.3",
+        "Overlap (IoU) with a better box above which soft NMS scales a box's score by 1 - IoU.",
     )
     detect_nested: float = setting(
         Float(0.05, 1.0),
         "0.8",
-        "Share of the smaller of two boxes inside the other above which NMS keeps only the better one; 1: off.",
+        "Share of the smaller of two boxes inside the other above which only the better one is kept; 1: off.",
     )
     caption_beam: int = setting(Int(1, 16), "3", "Beam width of the captioner's search; 1 is greedy decoding.")
     caption_length_penalty: float = setting(

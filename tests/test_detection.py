@@ -42,19 +42,15 @@ def reference_nested(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return iw * ih / smaller if smaller > 0 else 0.0
 
 
-def separate(a: tuple[float, ...], b: tuple[float, ...], s: DetectorSettings) -> bool:
-    return reference_iou(a, b) <= s.iou_threshold and (
-        s.nested_threshold >= 1.0 or reference_nested(a, b) <= s.nested_threshold
-    )
-
-
 def reference_decode(
     real: np.ndarray, class_ids: list[int], scale: tuple[float, float], s: DetectorSettings
-) -> tuple[list[Kept], list[tuple[Kept, Kept]]]:
-    """One anchor at a time, then greedy NMS by comparing with every box kept so far.
+) -> tuple[list[Kept], list[tuple[Kept, Kept]], list[float]]:
+    """One anchor at a time, then linear soft NMS: take the best, lower the score of each box of
+    its class by its overlap with it (or drop a nested one), and start again.
 
-    Also returns the pairs of same-class candidates whose IoU was compared, so that a test can
-    set aside inputs whose IoU sits on the threshold (float32 and float64 may round it apart).
+    Also returns the pairs whose overlap was compared and every score that was compared with
+    another or with the threshold, so that a test can set aside inputs sitting on a threshold or a
+    tie (float32 and float64 may round them apart).
     """
     candidates = []
     for anchor in range(real.shape[1]):
@@ -73,15 +69,29 @@ def reference_decode(
             candidates.append(Kept(anchor, best_score, best_class, box))
     candidates.sort(key=lambda k: -k.score)  # stable: ties keep anchor order
     kept: list[Kept] = []
-    compared = []
-    for candidate in candidates:
-        if len(kept) == s.max_detections:
-            break
-        same = [k for k in kept if k.class_id == candidate.class_id]
-        compared += [(k, candidate) for k in same]
-        if all(separate(k.box, candidate.box, s) for k in same):
-            kept.append(candidate)
-    return kept, compared
+    compared: list[tuple[Kept, Kept]] = []
+    lowered: list[float] = []
+    while candidates and len(kept) < s.max_detections:
+        best = max(candidates, key=lambda k: k.score)  # the first of equals
+        candidates.remove(best)
+        kept.append(best)
+        remaining = []
+        for other in candidates:
+            if other.class_id != best.class_id:
+                remaining.append(other)
+                continue
+            compared.append((best, other))
+            if s.nested_threshold < 1.0 and reference_nested(best.box, other.box) > s.nested_threshold:
+                continue
+            overlap = reference_iou(best.box, other.box)
+            score = other.score
+            if overlap > s.iou_threshold:
+                score *= 1.0 - overlap
+                lowered.append(score)
+            if score >= s.score_threshold:
+                remaining.append(Kept(other.anchor, score, other.class_id, other.box))
+        candidates = remaining
+    return kept, compared, lowered
 
 
 @st.composite
@@ -134,8 +144,11 @@ def test_decode_matches_the_reference(
         score_threshold=threshold, iou_threshold=iou, nested_threshold=nested, max_detections=max_detections
     )
 
-    expected, compared = reference_decode(real, wanted, scale, s)
+    expected, compared, lowered = reference_decode(real, wanted, scale, s)
     assume(all(abs(reference_iou(a.box, b.box) - iou) > 1e-4 for a, b in compared))
+    assume(all(abs(v - threshold) > 1e-4 for v in lowered))
+    scores_seen = [float(v) for v in real[4:].ravel()] + lowered
+    assume(all(abs(v - w) > 1e-4 for v in lowered for w in scores_seen if w is not v))
     assume(all(abs(reference_nested(a.box, b.box) - nested) > 1e-4 for a, b in compared))
     assume(all(abs(float(v) - threshold) > 1e-6 for v in real[4:].ravel()))
     boxes, scores, class_ids = decode(raw, tensor, np.array(wanted, np.intp), scale, s)
@@ -170,8 +183,9 @@ def test_a_box_around_or_inside_a_better_one_is_dropped_though_their_iou_is_low(
     raw, tensor = _output([[*taller[:4], 0.9], [*lying[:4], 0.6]])  # the other way round: the inner box goes
     _, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings())
     assert scores.tolist() == pytest.approx([0.9])
-    _, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings(nested_threshold=1.0))
-    assert scores.tolist() == pytest.approx([0.9, 0.6])
+    without_rule = DetectorSettings(score_threshold=0.3, nested_threshold=1.0)
+    _, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), without_rule)
+    assert scores.tolist() == pytest.approx([0.9, 0.6 * (1 - 1 / 3)])  # only lowered by its IoU with the taller box
 
 
 def test_people_side_by_side_or_one_partly_behind_another_keep_their_boxes() -> None:
@@ -181,6 +195,24 @@ def test_people_side_by_side_or_one_partly_behind_another_keep_their_boxes() -> 
     raw, tensor = _output([left, right, behind])
     _, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings())
     assert scores.tolist() == pytest.approx([0.9, 0.8, 0.7])
+
+
+def test_a_person_mostly_behind_another_keeps_a_lowered_score_where_a_second_box_on_one_falls_away() -> None:
+    """Soft NMS: a fighter overlapping the front one by IoU 0.5 stays with half their score, a
+    second box on the front one (IoU 0.82) drops under the threshold, and lowering one box can
+    move it behind a box that scored less before."""
+    front = [0.5, 0.5, 0.2, 0.5, 0.95]
+    behind = [0.5 + 0.2 / 3, 0.5, 0.2, 0.5, 0.9]  # a third of the width apart: IoU 0.5
+    second = [0.51, 0.5, 0.18, 0.5, 0.8]  # on the front one: IoU 0.82
+    away = [0.1, 0.2, 0.1, 0.2, 0.5]
+    raw, tensor = _output([front, behind, second, away])
+    boxes, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings(score_threshold=0.25))
+    assert scores.tolist() == pytest.approx([0.95, 0.5, 0.9 * 0.5], abs=1e-5)
+    np.testing.assert_allclose(
+        boxes[2], [(0.5 + 0.2 / 3 - 0.1) * INPUT, 0.25 * INPUT, (0.5 + 0.2 / 3 + 0.1) * INPUT, 0.75 * INPUT], atol=1e-3
+    )
+    _, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings(iou_threshold=0.6))
+    assert scores.tolist() == pytest.approx([0.95, 0.9, 0.5])  # IoU 0.5 is under a threshold of 0.6
 
 
 def test_suppression_is_per_class_and_the_class_filter_holds() -> None:
@@ -209,7 +241,11 @@ def test_empty_output_decodes_to_nothing() -> None:
     assert boxes.shape == (0, 4)
     assert scores.size == 0
     assert classes.size == 0
-    assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.intp), 0.5, 10, 0.8).size == 0
+    keep, kept_scores = nms(
+        np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.intp), 0.5, 10, 0.8, 0.4
+    )
+    assert keep.size == 0
+    assert kept_scores.size == 0
 
 
 def test_letterbox_of_a_landscape_frame() -> None:

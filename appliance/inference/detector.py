@@ -30,7 +30,7 @@ class Detection:
 class DetectorSettings:
     labels: tuple[str, ...] = ("person",)  # classes to report, by label name
     score_threshold: float = 0.4
-    iou_threshold: float = 0.45
+    iou_threshold: float = 0.3  # IoU with a better box above which a score is lowered (soft NMS)
     nested_threshold: float = 0.8  # share of the smaller box inside the other; 1.0 turns the rule off
     max_detections: int = 100
 
@@ -59,16 +59,23 @@ def nms(
     iou_threshold: float,
     max_out: int,
     nested_threshold: float,
-) -> npt.NDArray[np.intp]:
-    """Indices of the boxes kept by greedy per-class non-maximum suppression, best score first.
+    least: float,
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+    """The boxes kept by greedy per-class soft non-maximum suppression (linear Soft-NMS, Bodla et
+    al. 2017), best first, and their scores after it.
 
-    A box is dropped when it overlaps a better-scored box of the same class by IoU above
-    ``iou_threshold``, or when their intersection covers more than ``nested_threshold`` of the
-    smaller of the two: a box inside another, or around it, is mostly one object boxed twice (a
-    person lying down and a taller box over them) even where IoU is low. 1.0 keeps nested boxes.
-    Classes are kept apart by shifting each class's boxes to its own region, so one pass serves all classes.
+    Each time the best box is taken, a box of its class that overlaps it by IoU above
+    ``iou_threshold`` keeps its place with its score times (1 - IoU), and is dropped once that is
+    under ``least``. A second box on the same person overlaps much and falls away; a person half
+    behind another overlaps less and stays, with a lower score, where hard NMS would have dropped
+    them. A box whose intersection with the taken one covers more than ``nested_threshold`` of the
+    smaller of the two is dropped outright: a box inside another, or around it, is mostly one object
+    boxed twice (a person lying down and a taller box over them) even where IoU is low. 1.0 keeps
+    nested boxes. Classes are kept apart by shifting each class's boxes to its own region, so one
+    pass serves all classes.
     """
     order = np.argsort(-scores, kind="stable")
+    scores = scores.astype(np.float32, copy=True)
     if classes.size and classes.max() > 0:
         offset = (classes.astype(np.float32) * (float(np.abs(boxes).max()) * 2.0 + 1.0))[:, None]
         boxes = boxes + offset
@@ -77,8 +84,16 @@ def nms(
     while order.size and len(keep) < max_out:
         best, rest = order[0], order[1:]
         keep.append(int(best))
-        order = rest[overlap.apart(best, rest, iou_threshold, nested_threshold)]
-    return np.asarray(keep, dtype=np.intp)
+        iou, nested = overlap.compare(best, rest, nested_threshold)
+        lowered = iou > iou_threshold
+        order = rest[~nested]
+        if lowered.any():
+            scores[rest[lowered]] *= 1.0 - iou[lowered]
+            order = order[scores[order] >= least]
+            # best first again; a stable sort keeps equal scores in the order they had
+            order = order[np.argsort(-scores[order], kind="stable")]
+    kept = np.asarray(keep, dtype=np.intp)
+    return kept, scores[kept]
 
 
 def iou_one_to_many(box: npt.NDArray[np.float32], boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -104,21 +119,23 @@ class _Overlap:
         result: npt.NDArray[np.float32] = np.maximum(width, 0) * np.maximum(height, 0)
         return result
 
-    def iou(self, one: int | np.intp, others: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
-        inter = self.intersection(one, others)
+    def iou(
+        self, one: int | np.intp, others: npt.NDArray[np.intp], inter: npt.NDArray[np.float32] | None = None
+    ) -> npt.NDArray[np.float32]:
+        inter = self.intersection(one, others) if inter is None else inter
         union = self.areas[one] + self.areas[others] - inter
         result: npt.NDArray[np.float32] = inter / np.maximum(union, np.float32(1e-12))
         return result
 
-    def apart(
-        self, one: int | np.intp, others: npt.NDArray[np.intp], iou_threshold: float, nested_threshold: float
-    ) -> npt.NDArray[np.bool_]:
-        """Which of ``others`` NMS keeps beside ``one``: IoU at most ``iou_threshold`` and at most
-        ``nested_threshold`` of the smaller box inside the other, compared without dividing."""
+    def compare(
+        self, one: int | np.intp, others: npt.NDArray[np.intp], nested_threshold: float
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        """IoU of ``one`` with each of ``others``, and which of them share more than
+        ``nested_threshold`` of the smaller box with it (none when the threshold is 1.0)."""
         inter = self.intersection(one, others)
-        areas = self.areas[others]
-        bound = np.float32(iou_threshold) * (self.areas[one] + areas - inter)
         if nested_threshold < 1.0:
-            bound = np.minimum(bound, np.float32(nested_threshold) * np.minimum(self.areas[one], areas))
-        result: npt.NDArray[np.bool_] = inter <= bound
-        return result
+            smaller = np.minimum(self.areas[one], self.areas[others])
+            nested: npt.NDArray[np.bool_] = inter > np.float32(nested_threshold) * smaller
+        else:
+            nested = np.zeros(len(others), np.bool_)
+        return self.iou(one, others, inter), nested

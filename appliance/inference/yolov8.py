@@ -69,8 +69,16 @@ def decode(
     # x1 y1 x2 y2 = (cx, cy, cx, cy) -+ (w, h, w, h) / 2, in input pixels; (K, 4) view of (4, K)
     boxes = ((centre_and_size[[0, 1, 0, 1]] + centre_and_size[[2, 3, 2, 3]] * _HALF) * [[sx], [sy], [sx], [sy]]).T
     classes = class_ids[rows[:, anchors].argmax(axis=0)]
-    keep = nms(boxes, scores, classes, settings.iou_threshold, settings.max_detections, settings.nested_threshold)
-    return boxes[keep], scores[keep], classes[keep]
+    keep, kept_scores = nms(
+        boxes,
+        scores,
+        classes,
+        settings.iou_threshold,
+        settings.max_detections,
+        settings.nested_threshold,
+        settings.score_threshold,
+    )
+    return boxes[keep], kept_scores, classes[keep]
 
 
 class Yolov8Detector(Detector):
