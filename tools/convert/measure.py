@@ -114,6 +114,8 @@ def measure(folder: Path, test: SyntheticSet, scenario_every: int, limit: int | 
             },
             "operating_score": operating,
             "count_score": count,
+            "suppression_iou": defaults.detect_iou,
+            "suppression_nested": defaults.detect_nested,
         },
         "classifier": classifier.to_json(),
         "captioner": captioner.to_json(),

@@ -179,8 +179,8 @@ Held-out set: {plan["held_out_images"]} snapshots (seed {plan["seeds"]["held_out
 cameras of each shipped scenario with people (`appliance sim list`); empty scenes: the
 `empty-lighting` scenario (lights flicker, dusk, the infrared switch, shadows, plants, a sign, a
 curtain and branches swaying, and nobody). Everything is measured through the appliance's own
-inference code, float and int8 models alike, with the appliance's default settings (captions:
-beam width 3).
+inference code, float and int8 models alike, with the appliance's default settings (detector: soft
+non-maximum suppression from IoU {qd["suppression_iou"]}, nested boxes over {qd["suppression_nested"]}; captions: beam width 3).
 
 | Metric | Float | Int8 |
 | --- | --- | --- |
