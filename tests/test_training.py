@@ -263,11 +263,14 @@ def test_a_detector_of_a_cameras_shape_has_an_anchor_per_cell_of_each_map_in_row
 
 
 def test_a_mirrored_image_of_a_cameras_shape_mirrors_every_anchor_in_its_row() -> None:
-    centres, _ = anchor_grid((160, 96), STRIDES)
+    centres, strides = anchor_grid((160, 96), STRIDES)
     order = flip_order((160, 96))
     assert sorted(order.tolist()) == list(range(len(centres)))
     assert np.allclose(centres[order, 0], 160 - centres[:, 0])
     assert np.allclose(centres[order, 1], centres[:, 1])
+    assert (strides[order] == strides).all()
+    # the first row of the finest level, 20 anchors across, read right to left
+    assert order[:20].tolist() == list(range(19, -1, -1))
 
 
 def test_targets_are_fractions_of_the_inputs_width_and_height() -> None:

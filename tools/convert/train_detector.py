@@ -162,13 +162,13 @@ def detector_loss(truth: tf.Tensor, prediction: tf.Tensor) -> tf.Tensor:
 
 
 def flip_order(size: tuple[int, int]) -> npt.NDArray[np.int32]:
-    """The anchor permutation of a horizontally mirrored image of ``size`` (width, height)."""
-    order, base = [], 0
-    for stride in STRIDES:
-        grid = np.arange((size[0] // stride) * (size[1] // stride)).reshape(size[1] // stride, size[0] // stride)
-        order.append(base + grid[:, ::-1].ravel())
-        base += grid.size
-    return np.concatenate(order).astype(np.int32)
+    """The anchor permutation of a horizontally mirrored image of ``size`` (width, height): for each
+    anchor, the one of its level at the mirrored centre, looked up in ``anchor_grid``'s own layout."""
+    centres, strides = anchor_grid(size, STRIDES)
+    # centres are odd multiples of half a stride, exact in float32, so they serve as keys
+    index = {(s, x, y): i for i, ((x, y), s) in enumerate(zip(centres.tolist(), strides.tolist(), strict=True))}
+    mirrored = [index[(s, size[0] - x, y)] for (x, y), s in zip(centres.tolist(), strides.tolist(), strict=True)]
+    return np.asarray(mirrored, np.int32)
 
 
 def prepare(data: DetectionSet, size: tuple[int, int]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
