@@ -72,5 +72,6 @@ def run_check(config: Config, out: TextIO, repeats: int = 5) -> None:
         out.write(f"classifier: {ms:.2f} ms per person crop\n")
     if captioner is not None:
         ms = median_ms(lambda: captioner.caption(frame), repeats)
-        out.write(f"captioner: {ms:.2f} ms per caption (beam width {config.caption_beam})\n")
+        mirrored = ", the keyframe and its mirror image" if config.caption_mirror else ""
+        out.write(f"captioner: {ms:.2f} ms per caption (beam width {config.caption_beam}{mirrored})\n")
     out.write("ok: the configuration is valid and every model loads and runs\n")

@@ -247,6 +247,9 @@ class Config:
     caption_length_penalty: float = setting(
         Float(0.0, 2.0), "0.7", "Beam search ranks captions by log-probability / length^this; 0 favours short captions."
     )
+    caption_mirror: bool = setting(
+        Flag(), "1", "Also read the mirrored keyframe; words are chosen on both readings (twice the caption time)."
+    )
 
     camera_0: CameraUri | None = setting(
         CameraSlot(), "picamera2:0", "Camera 0 (see Cameras); empty: no camera in this slot."

@@ -63,7 +63,11 @@ def inference_settings(config: Config) -> InferenceSettings:
             iou_threshold=config.detect_iou,
             nested_threshold=config.detect_nested,
         ),
-        captioner=CaptionerSettings(beam_width=config.caption_beam, length_penalty=config.caption_length_penalty),
+        captioner=CaptionerSettings(
+            beam_width=config.caption_beam,
+            length_penalty=config.caption_length_penalty,
+            mirror=config.caption_mirror,
+        ),
     )
 
 

@@ -1,4 +1,5 @@
-"""Beam search, against greedy decoding and against trying every sequence."""
+"""Beam search, against greedy decoding and against trying every sequence; and the search over two
+readings of a frame (the frame and its mirror image)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.inference.captioner import beam_search, log_softmax
+from appliance.inference.captioner import beam_search, log_softmax, mean_of_readings, mirrored, side_swap
 
 START, END = 0, 1
 
@@ -88,3 +89,52 @@ def test_search_stops_at_the_end_token_and_at_max_length() -> None:
     calls.clear()
     assert beam_search(step, 0, START, END, 2, 1, 0.7)[0] == (2, 3)
     assert len(calls) == 2
+
+
+@settings(max_examples=50, deadline=None)
+@given(table=tables(6), max_length=st.integers(1, 6), width=st.integers(1, 4))
+def test_one_reading_searches_exactly_as_its_own_step(table: np.ndarray, max_length: int, width: int) -> None:
+    alone = beam_search(markov_step(table), 0, START, END, max_length, width, 0.7)
+    one: tuple[int, ...] = (0,)
+    assert beam_search(mean_of_readings([markov_step(table)]), one, START, END, max_length, width, 0.7) == alone
+
+
+@settings(max_examples=100, deadline=None)
+@given(first=tables(5), second=tables(5), token=st.integers(0, 4))
+def test_two_readings_give_the_mean_of_their_probabilities_and_keep_their_own_states(
+    first: np.ndarray, second: np.ndarray, token: int
+) -> None:
+    logprobs, states = mean_of_readings([markov_step(first), markov_step(second)])(token, (3, 7))
+    expected = (np.exp(log_softmax(first[token])) + np.exp(log_softmax(second[token]))) / 2
+    np.testing.assert_allclose(np.exp(logprobs), expected, rtol=1e-5, atol=1e-7)
+    assert states == (4, 8)
+
+
+def test_the_readings_agree_on_the_word_neither_is_sure_of() -> None:
+    # Words: start, end, "walking", "standing". One reading leans to walking, the other is sure of
+    # standing: alone, each says its own; together, the mean of the probabilities says standing.
+    first = np.log(np.array([[1e-6, 1e-6, 0.6, 0.4], [1e-6, 1.0, 1e-6, 1e-6]] * 2, np.float32))
+    second = np.log(np.array([[1e-6, 1e-6, 0.1, 0.9], [1e-6, 1.0, 1e-6, 1e-6]] * 2, np.float32))
+    first[2:] = first[1]
+    second[2:] = second[1]
+    assert beam_search(markov_step(first), 0, START, END, 4, 3, 0.7)[0] == (2, END)
+    both = mean_of_readings([markov_step(first), markov_step(second)])
+    assert beam_search(both, (0, 0), START, END, 4, 3, 0.7)[0] == (3, END)
+
+
+def test_a_mirrored_reading_speaks_of_the_frame_s_left_and_right() -> None:
+    vocabulary = ["<start>", "<end>", "left", "a", "right", "door"]
+    swap = side_swap(vocabulary)
+    assert swap.tolist() == [0, 1, 4, 3, 2, 5]
+    assert side_swap(["<start>", "<end>", "left", "door"]).tolist() == [0, 1, 2, 3]  # no "right" to trade with
+    fed = []
+
+    def reading_of_the_mirror_image(token: int, state: int) -> tuple[np.ndarray, int]:
+        fed.append(token)  # it sees a door on its left: the frame's right
+        return log_softmax(np.array([-9, -9, 5, -9, -9, -9], np.float32)), state
+
+    logprobs, _ = mirrored(reading_of_the_mirror_image, swap)(4, 0)
+    assert fed == [2]  # the frame's "right" is the mirror image's "left"
+    assert int(np.argmax(logprobs)) == vocabulary.index("right")
+    twice = mirrored(mirrored(reading_of_the_mirror_image, swap), swap)(4, 0)[0]
+    np.testing.assert_array_equal(twice, reading_of_the_mirror_image(4, 0)[0])

@@ -124,7 +124,8 @@ def test_model_timings_are_positive_for_every_model_of_every_slot(quick: QuickRu
     assert data["pipeline_sized"]["frame_size"][0] <= data["pipeline_sized"]["input_size"][0]
     assert data["decode"]["anchors"] > 0
     assert positive(data["decode"]["ms"]["median"])
-    assert [c["beam_width"] for c in data["caption"]] == [1, 3]  # greedy, and the configured beam
+    # greedy on the frame alone, and as configured: beam 3 over the frame and its mirror image
+    assert [(c["beam_width"], c["mirror"]) for c in data["caption"]] == [(1, False), (3, True)]
     for caption in data["caption"]:
         assert positive(caption["ms"]["median"])
         assert positive(caption["tokens"])

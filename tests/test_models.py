@@ -20,11 +20,11 @@ from tests import toyworld
 from tests.conftest import ToyModels
 
 
-def load(folder, labels=("person",), beam=3) -> Models:  # type: ignore[no-untyped-def]
+def load(folder, labels=("person",), beam=3, mirror=True) -> Models:  # type: ignore[no-untyped-def]
     settings = InferenceSettings(
         threads=2,
         detector=DetectorSettings(labels=labels),
-        captioner=CaptionerSettings(beam_width=beam, length_penalty=0.7),
+        captioner=CaptionerSettings(beam_width=beam, length_penalty=0.7, mirror=mirror),
     )
     return load_models(folder, settings)
 
@@ -154,9 +154,9 @@ def test_the_decoder_case_that_needs_names_and_requantization_is_real(models: Mo
     assert (hidden_in.scale, hidden_in.zero_point) != (hidden_out.scale, hidden_out.zero_point)
 
 
-@pytest.mark.parametrize("beam", [1, 3])
-def test_captioner_says_what_is_in_the_scene(toy_models: ToyModels, beam: int) -> None:
-    captioner = load(toy_models.folder, beam=beam).captioner
+@pytest.mark.parametrize(("beam", "mirror"), [(1, False), (3, False), (3, True)])
+def test_captioner_says_what_is_in_the_scene(toy_models: ToyModels, beam: int, mirror: bool) -> None:
+    captioner = load(toy_models.folder, beam=beam, mirror=mirror).captioner
     assert captioner is not None
     scenes = toy_models.held_out
     captions = [captioner.caption(scene.image) for scene in scenes]

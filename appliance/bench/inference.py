@@ -21,7 +21,7 @@ from appliance.bench.results import CaptionResult, DecodeResult, InvokeTiming, P
 from appliance.bench.scenes import RecordedFrame
 from appliance.cameras.source import Frame
 from appliance.events.presence import PresenceSettings, PresenceTracker
-from appliance.inference.captioner import Captioner
+from appliance.inference.captioner import Captioner, CaptionerSettings
 from appliance.inference.detector import Detector
 from appliance.inference.imaging import Image, Letterbox
 from appliance.inference.loader import CAPTIONERS, Models, build_slot
@@ -144,20 +144,22 @@ def decode_timing(detector: Detector, frames: list[RecordedFrame], rounds: int) 
     return DecodeResult(detector.anchors, len(detector.class_ids), len(raws), Spread.of(samples))
 
 
-def _captioner(models: Models, settings: InferenceSettings, beam_width: int) -> Captioner:
-    wanted = replace(settings, captioner=replace(settings.captioner, beam_width=beam_width))
-    return build_slot(models.manifest, "captioner", CAPTIONERS, wanted)
+def _captioner(models: Models, settings: InferenceSettings, search: CaptionerSettings) -> Captioner:
+    return build_slot(models.manifest, "captioner", CAPTIONERS, replace(settings, captioner=search))
 
 
 def caption_timings(
     models: Models, settings: InferenceSettings, frames: list[RecordedFrame], rounds: int
 ) -> list[CaptionResult]:
-    """Whole captions (encoder, then the decoder loop) greedy and with the configured beam, on frames with people."""
+    """Whole captions (encoder, then the decoder loop), greedy on the frame alone and as configured, on
+    frames with people."""
     if models.captioner is None:
         return []
     results = []
-    for beam_width in sorted({1, settings.captioner.beam_width}):
-        captioner = _captioner(models, settings, beam_width)
+    configured = settings.captioner
+    cheapest = replace(configured, beam_width=1, mirror=False)
+    for search in [cheapest] + ([configured] if configured != cheapest else []):
+        captioner = _captioner(models, settings, search)
         captioner.caption(frames[0].image)
         samples, tokens = [], []
         for _ in range(rounds):
@@ -166,5 +168,5 @@ def caption_timings(
                 caption = captioner.caption(frame.image)
                 samples.append((time.perf_counter() - start) * 1000.0)
                 tokens.append(len(caption.tokens))
-        results.append(CaptionResult(beam_width, Spread.of(samples), sum(tokens) / len(tokens)))
+        results.append(CaptionResult(search.beam_width, search.mirror, Spread.of(samples), sum(tokens) / len(tokens)))
     return results

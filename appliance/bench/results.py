@@ -120,6 +120,7 @@ class DecodeResult:
 @dataclass(frozen=True)
 class CaptionResult:
     beam_width: int
+    mirror: bool  # the frame and its mirror image read
     ms: Spread
     tokens: float  # mean caption length in tokens
 

@@ -100,8 +100,10 @@ def _caption(report: BenchReport) -> list[Figure]:
     found = []
     for result in report.caption:
         kind = "greedy" if result.beam_width == 1 else f"beam {result.beam_width}"
-        label = f"Caption ({kind}: encoder and decoder loop, {result.tokens:.1f} tokens)"
-        found += _spread(f"caption.beam{result.beam_width}", label, result.ms)
+        reads = "the frame and its mirror image" if result.mirror else "encoder and decoder loop"
+        label = f"Caption ({kind}: {reads}, {result.tokens:.1f} tokens)"
+        key = f"caption.beam{result.beam_width}" + (".mirrored" if result.mirror else "")
+        found += _spread(key, label, result.ms)
     return found
 
 

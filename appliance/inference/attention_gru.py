@@ -16,7 +16,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from appliance.inference.captioner import Caption, Captioner, CaptionerSettings, beam_search, log_softmax
+from appliance.inference.captioner import (
+    Caption,
+    Captioner,
+    CaptionerSettings,
+    Step,
+    beam_search,
+    log_softmax,
+    mean_of_readings,
+    mirrored,
+    side_swap,
+)
 from appliance.inference.imaging import Image, PixelEncoder, stretch
 from appliance.inference.model import FloatArray, TFLiteModel
 from appliance.inference.settings import InferenceSettings
@@ -45,6 +55,7 @@ class AttentionGruCaptioner(Captioner):
         self.end = vocabulary.index(end_token)
         self.max_length = max_length
         self.settings = settings
+        self._swap = side_swap(vocabulary)
         self._image = encoder.only_input()
         self._encoded = encoder.only_output()
         self._features = decoder.inputs["features"]
@@ -96,16 +107,19 @@ class AttentionGruCaptioner(Captioner):
     def models(self) -> Mapping[str, TFLiteModel]:
         return {"encoder": self._encoder, "decoder": self._decoder}
 
-    def encode(self, frame: Image) -> npt.NDArray[Any]:
-        """The frame's features, quantized for the decoder's ``features`` input."""
+    def encode(self, frame: Image, mirror: bool = False) -> npt.NDArray[Any]:
+        """The frame's features (of its mirror image with ``mirror``), quantized for the decoder's
+        ``features`` input."""
         rgb = stretch(frame, *self.input_size)
+        if mirror:
+            rgb = np.ascontiguousarray(rgb[:, ::-1])
         self._encoder.set_raw(self._image, self._pixels.encode(rgb))
         self._encoder.invoke()
         features = self._encoded.dequantize(self._encoder.get_raw(self._encoded))
         return self._features.quantize(features)
 
-    def caption(self, frame: Image) -> Caption:
-        features = self.encode(frame)
+    def _reading(self, features: npt.NDArray[Any]) -> Step[FloatArray]:
+        """The decoder step over one reading's features; the state is the hidden state."""
 
         def step(token: int, hidden: FloatArray) -> tuple[FloatArray, FloatArray]:
             decoder = self._decoder
@@ -116,10 +130,16 @@ class AttentionGruCaptioner(Captioner):
             logits = self._logits.dequantize(decoder.get_raw(self._logits))[0]
             return log_softmax(logits), self._new_hidden.dequantize(decoder.get_raw(self._new_hidden))
 
+        return step
+
+    def caption(self, frame: Image) -> Caption:
+        readings = [self._reading(self.encode(frame))]
+        if self.settings.mirror:
+            readings.append(mirrored(self._reading(self.encode(frame, mirror=True)), self._swap))
         initial = np.zeros(self._hidden.shape, np.float32)
         tokens, logprob = beam_search(
-            step,
-            initial,
+            mean_of_readings(readings),
+            tuple(initial for _ in readings),
             self.start,
             self.end,
             self.max_length,

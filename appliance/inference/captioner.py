@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -30,6 +30,12 @@ class Caption:
 class CaptionerSettings:
     beam_width: int = 3  # 1 is greedy decoding
     length_penalty: float = 0.7  # hypotheses are ranked by log-probability / length ** length_penalty
+    # Also read the mirrored frame and take, word by word, the mean of the two readings' probabilities
+    mirror: bool = True
+
+
+# Words that trade places in a mirrored frame.
+SIDES = {"left": "right", "right": "left"}
 
 
 class Captioner(ABC):
@@ -49,6 +55,36 @@ def log_softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     shifted = logits - logits.max()
     result: npt.NDArray[np.float32] = shifted - np.log(np.exp(shifted).sum())
     return result
+
+
+def side_swap(vocabulary: Sequence[str]) -> npt.NDArray[np.intp]:
+    """For each token, the token of its mirror image: "left" and "right" swapped, any other word itself."""
+    index = {word: i for i, word in enumerate(vocabulary)}
+    return np.array([index.get(SIDES.get(word, word), i) for i, word in enumerate(vocabulary)], np.intp)
+
+
+def mirrored(step: Step[State], swap: npt.NDArray[np.intp]) -> Step[State]:
+    """The step of a reading of the mirrored frame, in the words of the frame itself: the token it is
+    fed and the probabilities it returns have "left" and "right" swapped (``swap``, from ``side_swap``)."""
+
+    def swapped(token: int, state: State) -> tuple[npt.NDArray[np.float32], State]:
+        logprobs, new_state = step(int(swap[token]), state)
+        return logprobs[swap], new_state
+
+    return swapped
+
+
+def mean_of_readings(steps: Sequence[Step[State]]) -> Step[tuple[State, ...]]:
+    """One step over several readings of a frame (the frame and its mirror image): each keeps its own
+    state, and the next word's probability is the mean of theirs (with one reading, that reading's)."""
+
+    def step(token: int, states: tuple[State, ...]) -> tuple[npt.NDArray[np.float32], tuple[State, ...]]:
+        results = [reading(token, state) for reading, state in zip(steps, states, strict=True)]
+        stacked = np.stack([logprobs for logprobs, _ in results])
+        mean: npt.NDArray[np.float32] = (np.logaddexp.reduce(stacked, axis=0) - np.log(len(results))).astype(np.float32)
+        return mean, tuple(state for _, state in results)
+
+    return step
 
 
 @dataclass(frozen=True)

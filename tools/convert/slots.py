@@ -54,8 +54,9 @@ class SlotConversion(ABC):
     data_files: ClassVar[dict[str, str]]  # data role -> file name written
 
     def validation_settings(self, data: Mapping[str, Path], threads: int) -> InferenceSettings:
-        """How the appliance's family classes run while float and int8 are compared: greedy captions."""
-        return InferenceSettings(threads=threads, captioner=CaptionerSettings(beam_width=1))
+        """How the appliance's family classes run while float and int8 are compared: greedy captions of
+        the frame alone."""
+        return InferenceSettings(threads=threads, captioner=CaptionerSettings(beam_width=1, mirror=False))
 
     @abstractmethod
     def params(

@@ -33,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import tensorflow as tf
 
+from appliance.inference.captioner import SIDES
 from appliance.inference.imaging import stretch
 from tools.convert.datasets import read_image
 from tools.convert.progress import progress
@@ -150,7 +151,7 @@ def held_out_images(count: int) -> list[int]:
 
 def sided_words(vocabulary: Sequence[str]) -> tf.Tensor:
     """Which tokens say left or right: a caption holding one does not survive mirroring."""
-    return tf.constant([word in ("left", "right") for word in vocabulary])
+    return tf.constant([word in SIDES for word in vocabulary])
 
 
 def augmented(images: tf.Tensor, batch_tokens: tf.Tensor, sided: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
