@@ -177,3 +177,22 @@ def test_command_line_errors_are_one_line_with_status_2(
         assert last.startswith("tools.convert: "), err
         assert re.search(message, last), err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("io", ["float", "int8"])
+def test_the_model_card_counts_the_weights_a_file_stores(tmp_path: Path, io: str) -> None:
+    import keras
+
+    from tools.convert.model_card import stored_weights
+    from tools.convert.tflite import convert, export_saved_model
+
+    inputs = keras.Input((4,), name="x")
+    hidden = keras.layers.Dense(6, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    assert model.count_params() == 4 * 6 + 6 + 6 * 3 + 3
+    # Trained weights: the converter leaves out a bias that is all zeros, as a fresh one is.
+    model.set_weights([np.random.default_rng(i).normal(size=w.shape) for i, w in enumerate(model.get_weights())])
+    saved = export_saved_model(model, tmp_path / "saved")
+    samples = [{"x": np.random.default_rng(i).normal(size=(1, 4)).astype(np.float32)} for i in range(8)]
+    convert(saved, tmp_path / "model.tflite", samples if io == "int8" else None, io)
+    assert stored_weights(tmp_path / "model.tflite") == model.count_params()

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
-from appliance.inference.captioner import CaptionerSettings
-from appliance.inference.detector import DetectorSettings
 from appliance.inference.imaging import Image
 from appliance.inference.loader import Models, load_models
-from appliance.inference.settings import InferenceSettings
+from appliance.service import inference_settings
 from appliance.sim.render import PersonTruth, Renderer
 from appliance.sim.scenario import list_scenarios
 from tools.convert import ConvertError
@@ -71,15 +70,11 @@ def measure(folder: Path, test: SyntheticSet, scenario_every: int, limit: int | 
     """Every metric of the model card for the models in ``folder``, on the held-out set (its first
     ``limit`` images when given) and on the shipped scenarios."""
     defaults = Config()
-    settings = InferenceSettings(
+    configured = inference_settings(defaults)  # the appliance's defaults, the detector's curve aside
+    settings = replace(
+        configured,
         threads=2,
-        detector=DetectorSettings(
-            labels=("person",),
-            score_threshold=CURVE_SCORE,
-            iou_threshold=defaults.detect_iou,
-            nested_threshold=defaults.detect_nested,
-        ),
-        captioner=CaptionerSettings(beam_width=defaults.caption_beam, length_penalty=defaults.caption_length_penalty),
+        detector=replace(configured.detector, labels=("person",), score_threshold=CURVE_SCORE),
     )
     models: Models = load_models(folder, settings)
     if models.detector is None or models.classifier is None or models.captioner is None:
@@ -118,5 +113,9 @@ def measure(folder: Path, test: SyntheticSet, scenario_every: int, limit: int | 
             "suppression_nested": defaults.detect_nested,
         },
         "classifier": classifier.to_json(),
-        "captioner": captioner.to_json(),
+        "captioner": {
+            **captioner.to_json(),
+            "beam_width": settings.captioner.beam_width,
+            "mirror": settings.captioner.mirror,
+        },
     }

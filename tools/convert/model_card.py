@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from appliance.inference.runtime import make_interpreter
+
 
 @dataclass(frozen=True)
 class Target:
@@ -63,13 +67,68 @@ def _size(out: Path, slot: str) -> str:
     return ", ".join(f"{role} {sizes['int8'] / 1024:.0f} KiB" for role, sizes in record["bytes"].items())
 
 
+def stored_weights(path: Path) -> int:
+    """How many numbers the TFLite file stores as constants: the weights, biases folded in (and
+    any constant tables such as a detector head's anchor grid)."""
+    interpreter = make_interpreter(str(path), 1)
+    ops = interpreter._get_ops_details()
+    made = {tensor for op in ops for tensor in op["outputs"]}
+    fed = {detail["index"] for detail in interpreter.get_input_details()}
+    constants = {t for op in ops for t in op["inputs"] if t >= 0 and t not in made and t not in fed}
+    shapes = {detail["index"]: detail["shape"] for detail in interpreter.get_tensor_details()}
+    return sum(int(np.prod(shapes[t])) for t in constants)
+
+
+def _slot_entry(out: Path, slot: str) -> dict[str, Any]:
+    entry: dict[str, Any] = json.loads((out / "manifest.json").read_text())["slots"][slot]
+    return entry
+
+
+def _weights(out: Path, slot: str) -> str:
+    entry = _slot_entry(out, slot)
+    counts = [(role, stored_weights(out / model["file"])) for role, model in entry["models"].items()]
+    if len(counts) == 1:
+        return f"{counts[0][1] / 1000:.0f} k weights"
+    return " and ".join(f"{count / 1000:.0f} k ({role})" for role, count in counts) + " weights"
+
+
+def _describe(out: Path, recipes: dict[str, Any], slot: str) -> str:
+    """The model of a slot, in the words of its recipe and its files."""
+    if slot == "detector":
+        depth = recipes["detector"]["depth"]
+        blocks = "one residual block" if depth == 1 else f"{depth} residual blocks"
+        return f"yolov8-contract detector, anchor-free, strides 8/16/32, {blocks} a stride, {_weights(out, slot)}"
+    if slot == "classifier":
+        labels_file = _slot_entry(out, slot)["files"]["labels"]["file"]
+        labels = ", ".join(sorted((out / labels_file).read_text().split()))
+        return (
+            f"MobileNetV2 (alpha {recipes['classifier']['alpha']}) on square person crops; labels {labels}; "
+            f"{_weights(out, slot)}"
+        )
+    encoder = _slot_entry(out, slot)["models"]["encoder"]
+    _, height, width, _ = next(iter(encoder["inputs"].values()))["shape"]
+    cells = next(iter(encoder["outputs"].values()))["shape"][1] - 1  # the grid, then the summary cell
+    across = round((cells * width / height) ** 0.5)  # the grid has the input's aspect
+    grid = f"{across} x {cells // across}"
+    return f"CNN encoder ({grid} grid and a summary cell) + Bahdanau-attention GRU step decoder; {_weights(out, slot)}"
+
+
 def _inputs(out: Path, slot: str) -> str:
-    entry = json.loads((out / "manifest.json").read_text())["slots"][slot]
+    entry = _slot_entry(out, slot)
     shapes = []
     for role, model in entry["models"].items():
         inputs = ", ".join("x".join(map(str, spec["shape"])) + " " + spec["dtype"] for spec in model["inputs"].values())
         shapes.append(f"{role}: {inputs}" if len(entry["models"]) > 1 else inputs)
     return "; ".join(shapes)
+
+
+def _caption_search(measured: dict[str, Any]) -> str:
+    search = f"beam width {measured['beam_width']}"
+    return search + (
+        ", each keyframe also read mirrored and the two readings' word probabilities averaged"
+        if measured["mirror"]
+        else ""
+    )
 
 
 def card(out: Path, metrics: dict[str, Any]) -> str:
@@ -154,9 +213,9 @@ at work. Make real ones from real data with the same toolchain (see "Making real
 
 | Slot | Model | Input | File |
 | --- | --- | --- | --- |
-| detector | yolov8-contract detector, anchor-free, strides 8/16/32, two residual blocks a stride, ~340 k parameters | {_inputs(out, "detector")} | {_size(out, "detector")} |
-| classifier | MobileNetV2 (alpha 0.35) on square person crops; labels fall, normal, violence | {_inputs(out, "classifier")} | {_size(out, "classifier")} |
-| captioner | CNN encoder (12 x 9 grid and a summary cell) + Bahdanau-attention GRU step decoder | {_inputs(out, "captioner")} | {_size(out, "captioner")} |
+| detector | {_describe(out, plan["recipes"], "detector")} | {_inputs(out, "detector")} | {_size(out, "detector")} |
+| classifier | {_describe(out, plan["recipes"], "classifier")} | {_inputs(out, "classifier")} | {_size(out, "classifier")} |
+| captioner | {_describe(out, plan["recipes"], "captioner")} | {_inputs(out, "captioner")} | {_size(out, "captioner")} |
 
 All are full-integer int8 TFLite, converted with `tools.convert` (calibrated on training frames,
 checked against the float model on held-out ones).
@@ -180,7 +239,7 @@ cameras of each shipped scenario with people (`appliance sim list`); empty scene
 `empty-lighting` scenario (lights flicker, dusk, the infrared switch, shadows, plants, a sign, a
 curtain and branches swaying, and nobody). Everything is measured through the appliance's own
 inference code, float and int8 models alike, with the appliance's default settings (detector: soft
-non-maximum suppression from IoU {qd["suppression_iou"]}, nested boxes over {qd["suppression_nested"]}; captions: beam width 3).
+non-maximum suppression from IoU {qd["suppression_iou"]}, nested boxes over {qd["suppression_nested"]}; captions: {_caption_search(qk)}).
 
 | Metric | Float | Int8 |
 | --- | --- | --- |

@@ -126,6 +126,11 @@ def run_reference(work: Path, out: Path, plan: Plan, fresh: bool = False) -> dic
             "held_out_images": plan.test,
             "seeds": plan.seeds,
             "scenario_every": plan.scenario_every,
+            "recipes": {
+                "detector": asdict(plan.detector),
+                "classifier": asdict(plan.classifier),
+                "captioner": asdict(plan.captioner),
+            },
         },
         "float": measure(work / "float-models", test, plan.scenario_every),
         "int8": measure(out, test, plan.scenario_every),
