@@ -10,12 +10,14 @@ import contextlib
 import hashlib
 import io
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from appliance.inference.loader import load_models
 from appliance.inference.settings import InferenceSettings
 from tools.convert.cli import main
 from tools.convert.model_card import card
+from tools.convert.reference import QUICK
 
 # the work folder's markers of trained models
 TRAINED = ("detector.trained", "classifier.trained", "captioner.trained")
@@ -36,7 +38,7 @@ def test_the_reference_command_makes_a_models_folder_from_nothing(tmp_path: Path
     metrics = json.loads((out / "metrics.json").read_text())
     # the held-out set and the captioner's training set have seeds of their own; the classifier's
     # set is the detector's stream drawn longer; the detector's empty scenes are a seed of their own too;
-    # metrics.json records them
+    # metrics.json records them, and the recipes the card describes the models by
     assert metrics["plan"] == {
         "train_images": 200,
         "crop_images": 240,
@@ -45,6 +47,15 @@ def test_the_reference_command_makes_a_models_folder_from_nothing(tmp_path: Path
         "held_out_images": 40,
         "seeds": {"train": 1, "crops": 1, "held_out": 2, "captions": 3, "empty": 4},
         "scenario_every": 25,
+        "recipes": json.loads(  # as JSON stores them: tuples as lists
+            json.dumps(
+                {
+                    "detector": asdict(QUICK.detector),
+                    "classifier": asdict(QUICK.classifier),
+                    "captioner": asdict(QUICK.captioner),
+                }
+            )
+        ),
     }
     sets = (("train", 1, 200), ("crops", 1, 240), ("test", 2, 40), ("captions", 3, 200), ("empty", 4, 20))
     for folder, seed, count in sets:
