@@ -107,12 +107,9 @@ class AttentionGruCaptioner(Captioner):
     def models(self) -> Mapping[str, TFLiteModel]:
         return {"encoder": self._encoder, "decoder": self._decoder}
 
-    def encode(self, frame: Image, mirror: bool = False) -> npt.NDArray[Any]:
-        """The frame's features (of its mirror image with ``mirror``), quantized for the decoder's
+    def encode(self, rgb: Image) -> npt.NDArray[Any]:
+        """The features of a frame stretched to the encoder's input, quantized for the decoder's
         ``features`` input."""
-        rgb = stretch(frame, *self.input_size)
-        if mirror:
-            rgb = np.ascontiguousarray(rgb[:, ::-1])
         self._encoder.set_raw(self._image, self._pixels.encode(rgb))
         self._encoder.invoke()
         features = self._encoded.dequantize(self._encoder.get_raw(self._encoded))
@@ -133,9 +130,10 @@ class AttentionGruCaptioner(Captioner):
         return step
 
     def caption(self, frame: Image) -> Caption:
-        readings = [self._reading(self.encode(frame))]
+        rgb = stretch(frame, *self.input_size)  # once: the mirror image is the same pixels reversed
+        readings = [self._reading(self.encode(rgb))]
         if self.settings.mirror:
-            readings.append(mirrored(self._reading(self.encode(frame, mirror=True)), self._swap))
+            readings.append(mirrored(self._reading(self.encode(np.ascontiguousarray(rgb[:, ::-1]))), self._swap))
         initial = np.zeros(self._hidden.shape, np.float32)
         tokens, logprob = beam_search(
             mean_of_readings(readings),
