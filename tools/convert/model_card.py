@@ -79,47 +79,48 @@ def stored_weights(path: Path) -> int:
     return sum(int(np.prod(shapes[t])) for t in constants)
 
 
-def _slot_entry(out: Path, slot: str) -> dict[str, Any]:
-    entry: dict[str, Any] = json.loads((out / "manifest.json").read_text())["slots"][slot]
-    return entry
-
-
-def _weights(out: Path, slot: str) -> str:
-    entry = _slot_entry(out, slot)
+def _weights(out: Path, entry: dict[str, Any]) -> str:
     counts = [(role, stored_weights(out / model["file"])) for role, model in entry["models"].items()]
     if len(counts) == 1:
         return f"{counts[0][1] / 1000:.0f} k weights"
     return " and ".join(f"{count / 1000:.0f} k ({role})" for role, count in counts) + " weights"
 
 
-def _describe(out: Path, recipes: dict[str, Any], slot: str) -> str:
-    """The model of a slot, in the words of its recipe and its files."""
+def _describe(out: Path, recipes: dict[str, Any], slot: str, entry: dict[str, Any]) -> str:
+    """The model of a slot (``entry``: its manifest entry), in the words of its recipe and its files."""
     if slot == "detector":
         depth = recipes["detector"]["depth"]
         blocks = "one residual block" if depth == 1 else f"{depth} residual blocks"
-        return f"yolov8-contract detector, anchor-free, strides 8/16/32, {blocks} a stride, {_weights(out, slot)}"
+        return f"yolov8-contract detector, anchor-free, strides 8/16/32, {blocks} a stride, {_weights(out, entry)}"
     if slot == "classifier":
-        labels_file = _slot_entry(out, slot)["files"]["labels"]["file"]
-        labels = ", ".join(sorted((out / labels_file).read_text().split()))
+        labels = ", ".join(sorted((out / entry["files"]["labels"]["file"]).read_text().split()))
         return (
             f"MobileNetV2 (alpha {recipes['classifier']['alpha']}) on square person crops; labels {labels}; "
-            f"{_weights(out, slot)}"
+            f"{_weights(out, entry)}"
         )
-    encoder = _slot_entry(out, slot)["models"]["encoder"]
+    encoder = entry["models"]["encoder"]
     _, height, width, _ = next(iter(encoder["inputs"].values()))["shape"]
     cells = next(iter(encoder["outputs"].values()))["shape"][1] - 1  # the grid, then the summary cell
     across = round((cells * width / height) ** 0.5)  # the grid has the input's aspect
     grid = f"{across} x {cells // across}"
-    return f"CNN encoder ({grid} grid and a summary cell) + Bahdanau-attention GRU step decoder; {_weights(out, slot)}"
+    return f"CNN encoder ({grid} grid and a summary cell) + Bahdanau-attention GRU step decoder; {_weights(out, entry)}"
 
 
-def _inputs(out: Path, slot: str) -> str:
-    entry = _slot_entry(out, slot)
+def _inputs(entry: dict[str, Any]) -> str:
     shapes = []
     for role, model in entry["models"].items():
         inputs = ", ".join("x".join(map(str, spec["shape"])) + " " + spec["dtype"] for spec in model["inputs"].values())
         shapes.append(f"{role}: {inputs}" if len(entry["models"]) > 1 else inputs)
     return "; ".join(shapes)
+
+
+def _model_rows(out: Path, recipes: dict[str, Any]) -> str:
+    """The table of the three models, one row each, from the manifest (read once) and the recipes."""
+    slots = json.loads((out / "manifest.json").read_text())["slots"]
+    return "\n".join(
+        f"| {slot} | {_describe(out, recipes, slot, slots[slot])} | {_inputs(slots[slot])} | {_size(out, slot)} |"
+        for slot in ("detector", "classifier", "captioner")
+    )
 
 
 def _caption_search(measured: dict[str, Any]) -> str:
@@ -213,9 +214,7 @@ at work. Make real ones from real data with the same toolchain (see "Making real
 
 | Slot | Model | Input | File |
 | --- | --- | --- | --- |
-| detector | {_describe(out, plan["recipes"], "detector")} | {_inputs(out, "detector")} | {_size(out, "detector")} |
-| classifier | {_describe(out, plan["recipes"], "classifier")} | {_inputs(out, "classifier")} | {_size(out, "classifier")} |
-| captioner | {_describe(out, plan["recipes"], "captioner")} | {_inputs(out, "captioner")} | {_size(out, "captioner")} |
+{_model_rows(out, plan["recipes"])}
 
 All are full-integer int8 TFLite, converted with `tools.convert` (calibrated on training frames,
 checked against the float model on held-out ones).
