@@ -167,3 +167,25 @@ def test_captioner_says_what_is_in_the_scene(toy_models: ToyModels, beam: int, m
         assert caption.mean_logprob <= 0.0
         assert set(caption.text.split()) <= set(toyworld.VOCABULARY) - {"<start>", "<end>", "<pad>", "<unk>"}
         assert caption.tokens[-1] == captioner.end or len(caption.tokens) == 8
+
+
+def test_read_with_its_mirror_image_a_frame_gets_the_caption_of_its_mirror_image(toy_models: ToyModels) -> None:
+    # Reading a frame and its mirror image is the same pair of readings as reading the mirror image
+    # and the frame (the toy vocabulary has no "left" or "right" to swap): one caption, one probability.
+    # Read alone, the two frames give different probabilities, so this tells the two searches apart.
+    captioners = {mirror: load(toy_models.folder, mirror=mirror).captioner for mirror in (False, True)}
+
+    def read(mirror: bool, frame: np.ndarray) -> tuple[tuple[int, ...], float]:
+        captioner = captioners[mirror]
+        assert captioner is not None
+        caption = captioner.caption(frame)
+        return caption.tokens, caption.mean_logprob
+
+    frames = [scene.image for scene in toy_models.held_out]
+    for frame in frames:
+        tokens, logprob = read(True, frame)
+        flipped_tokens, flipped_logprob = read(True, np.ascontiguousarray(frame[:, ::-1]))
+        assert flipped_tokens == tokens
+        assert flipped_logprob == pytest.approx(logprob, abs=1e-6)
+    alone = [(read(False, f)[1], read(False, np.ascontiguousarray(f[:, ::-1]))[1]) for f in frames]
+    assert any(abs(a - b) > 1e-3 for a, b in alone)
