@@ -11,8 +11,9 @@ import numpy as np
 
 from appliance.config import Config
 from appliance.errors import ModelError
+from appliance.inference.detector import Detector
 from appliance.inference.runtime import select_runtime, thread_count
-from appliance.service import load_configured_models
+from appliance.service import load_configured_models, presence_scores
 
 CHECK_FRAME = (480, 640)  # height, width of the synthetic frame timed end to end
 
@@ -33,6 +34,19 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     heading = "  ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True)).rstrip()
     return "\n".join([heading, *lines]) + "\n"
+
+
+def describe_detector(config: Config, detector: Detector) -> str:
+    """The person classes and the presence scores in force, and where the scores came from."""
+    names = [detector.labels[i] for i in sorted(detector.person_classes)]
+    falls = [detector.labels[i] for i in sorted(detector.fall_classes)]
+    scores = presence_scores(config, detector)
+    motion = "lying where the picture changed" if config.presence_motion else "moving or not"
+    return (
+        f"person classes: {', '.join(names)}; fallen-person classes: {', '.join(falls) or 'none'}\n"
+        f"presence: boxes from {scores.score:g} count people, from {scores.confirm:g} ({motion}) make one present; "
+        f"from {scores.source}"
+    )
 
 
 def run_check(config: Config, out: TextIO, repeats: int = 5) -> None:
@@ -66,6 +80,7 @@ def run_check(config: Config, out: TextIO, repeats: int = 5) -> None:
     if detector is not None:
         ms = median_ms(lambda: detector.detect(frame), repeats)
         out.write(f"detector: {ms:.2f} ms per {width}x{height} frame (letterbox, invoke, decode, NMS)\n")
+        out.write(f"{describe_detector(config, detector)}\n")
     if classifier is not None:
         box = (width * 0.4, height * 0.2, width * 0.6, height * 0.9)
         ms = median_ms(lambda: classifier.classify(frame, box), repeats)

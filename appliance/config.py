@@ -77,6 +77,25 @@ class Float(Kind[float]):
 
 
 @dataclass(frozen=True)
+class OptionalFloat(Kind["float | None"]):
+    """A number in a range, or nothing for a value that comes from elsewhere (``what``)."""
+
+    low: float
+    high: float
+    what: str
+
+    @property
+    def accepts(self) -> str:
+        return f"a number from {self.low:g} to {self.high:g}, or nothing for {self.what}"
+
+    def parse(self, text: str) -> float | None:
+        return Float(self.low, self.high).parse(text) if text.strip() else None
+
+    def format(self, value: float | None) -> str:
+        return "" if value is None else str(value)
+
+
+@dataclass(frozen=True)
 class Choice(Kind[str]):
     options: tuple[str, ...]
 
@@ -93,13 +112,18 @@ class Choice(Kind[str]):
 
 @dataclass(frozen=True)
 class Words(Kind[tuple[str, ...]]):
-    """A comma-separated list of non-empty words."""
+    """A comma-separated list of non-empty words; empty (no words) when ``optional``."""
+
+    optional: bool = False
 
     @property
     def accepts(self) -> str:
-        return "a comma-separated list of one or more names"
+        names = "a comma-separated list of one or more names"
+        return f"nothing, or {names}" if self.optional else names
 
     def parse(self, text: str) -> tuple[str, ...]:
+        if self.optional and not text.strip():
+            return ()
         words = tuple(word.strip() for word in text.split(","))
         if not all(words):
             raise ValueError("empty name")
@@ -230,9 +254,15 @@ class Config:
     )
     threads: int = setting(Int(0, 64), "0", "Threads per TFLite interpreter (XNNPACK); 0: one per CPU core.")
     detect_labels: tuple[str, ...] = setting(
-        Words(), "person", "Detector classes to report, by name from the detector's labels file."
+        Words(optional=True),
+        "",
+        "Detector classes to report, by name from the detector's labels file; empty: the model's person classes.",
     )
-    detect_score: float = setting(Float(0.01, 1.0), "0.4", "Least detector score for a box to count.")
+    detect_score: float | None = setting(
+        OptionalFloat(0.01, 1.0, "the presence score in force"),
+        "",
+        "Least detector score for a box to be reported; empty: the presence score (a box below it counts for nothing).",
+    )
     detect_iou: float = setting(
         Float(0.05, 1.0),
         "0.3",
@@ -274,16 +304,24 @@ class Config:
     )
     presence_hits: int = setting(Int(1, 30), "2", "A person is present after this many sure detections ...")
     presence_window: int = setting(Int(1, 30), "4", "... among this many latest detections of the camera ...")
-    presence_confirm: float = setting(
-        Float(0.01, 1.0),
-        "0.7",
+    presence_confirm: float | None = setting(
+        OptionalFloat(0.01, 1.0, "the detector's own"),
+        "",
         "... sure: with a person box of at least this score (PRESENCE_SCORE keeps them present).",
+    )
+    presence_motion: bool = setting(
+        Flag(),
+        "1",
+        "... that lies where the picture changed since the camera's previous detection (a still picture never "
+        "starts an event); 0: any sure box.",
     )
     presence_hold: float = setting(
         Float(0.5, 600.0), "6", "Seconds without a person after which the camera's person is absent."
     )
-    presence_score: float = setting(
-        Float(0.01, 1.0), "0.5", "Least detector score of a box that counts a person and keeps one present."
+    presence_score: float | None = setting(
+        OptionalFloat(0.01, 1.0, "the detector's own"),
+        "",
+        "Least detector score of a box that counts a person and keeps one present.",
     )
     presence_min_area: float = setting(
         Float(0.0, 1.0), "0.001", "Least box area, as a share of the frame, that makes a person present."

@@ -15,48 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import cv2
-import numpy as np
-
 from appliance.cameras.source import Frame
-from appliance.inference.imaging import Image
+from appliance.motion import MotionGate
 
-MOTION_SIZE = (64, 48)  # width, height of the grey image compared
-# Each tiny pixel averages 4 x 4 sampled pixels rather than every pixel under it: enough to keep
-# night sensor noise (sigma 15) below MOTION_LEVEL, at a third of the cost of averaging them all.
-MOTION_SAMPLES = (MOTION_SIZE[0] * 4, MOTION_SIZE[1] * 4)
-MOTION_LEVEL = 12  # grey levels a tiny pixel must change by to count as moved
 MOTION_LINGER = 2.0  # seconds a camera stays due after its scene last moved
 # Seconds between two motion checks of one camera: an arrival waits at most this long to be
 # noticed, and a still scene costs four small comparisons a second per camera, whatever the tick rate.
 MOTION_EVERY = 0.25
 TICK_JITTER = 0.02  # a comparison due this much later than now is made now, not a tick later
-
-
-class MotionGate:
-    """Tells whether a camera's scene moved since the previous frame it was shown."""
-
-    def __init__(self, share: float) -> None:
-        self.share = share
-        self._previous: Image | None = None
-        self._grey = np.empty((MOTION_SIZE[1], MOTION_SIZE[0]), np.uint8)
-        self._samples = np.empty((MOTION_SAMPLES[1], MOTION_SAMPLES[0], 3), np.uint8)
-        self._samples_grey = np.empty((MOTION_SAMPLES[1], MOTION_SAMPLES[0]), np.uint8)
-        self._diff = np.empty_like(self._grey)
-
-    def moved(self, image: Image) -> bool:
-        """True when more than ``share`` of the tiny grey image changed; the first frame counts as motion."""
-        cv2.resize(image, MOTION_SAMPLES, dst=self._samples, interpolation=cv2.INTER_NEAREST)
-        cv2.cvtColor(self._samples, cv2.COLOR_BGR2GRAY, dst=self._samples_grey)
-        cv2.resize(self._samples_grey, MOTION_SIZE, dst=self._grey, interpolation=cv2.INTER_AREA)
-        previous = self._previous
-        if previous is None:
-            self._previous = self._grey.copy()
-            return True
-        cv2.absdiff(self._grey, previous, dst=self._diff)
-        changed = int(np.count_nonzero(self._diff > MOTION_LEVEL))
-        previous[:] = self._grey
-        return changed > self.share * self._diff.size
 
 
 @dataclass

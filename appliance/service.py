@@ -30,7 +30,7 @@ from appliance.events.manager import CameraOutputs, EventManager, EventSettings
 from appliance.events.presence import PresenceSettings
 from appliance.events.reports import CameraReport, Report
 from appliance.inference.captioner import CaptionerSettings
-from appliance.inference.detector import DetectorSettings
+from appliance.inference.detector import Detector, DetectorSettings, PresenceScores
 from appliance.inference.loader import Models, load_models
 from appliance.inference.manifest import default_models_dir
 from appliance.inference.runtime import thread_count
@@ -60,6 +60,7 @@ def inference_settings(config: Config) -> InferenceSettings:
         detector=DetectorSettings(
             labels=config.detect_labels,
             score_threshold=config.detect_score,
+            presence_score=config.presence_score,
             iou_threshold=config.detect_iou,
             nested_threshold=config.detect_nested,
         ),
@@ -120,7 +121,22 @@ def check_alert_labels(config: Config, models: Models) -> None:
         )
 
 
-def event_settings(config: Config) -> EventSettings:
+def presence_scores(config: Config, detector: Detector) -> PresenceScores:
+    """The presence and confirm scores in force: the detector's own (from its manifest), each overridden
+    by its APPLIANCE_PRESENCE_* key when set."""
+    own = detector.presence
+    given = [key for key, value in (("SCORE", config.presence_score), ("CONFIRM", config.presence_confirm)) if value]
+    if not given:
+        return own
+    return PresenceScores(
+        config.presence_score if config.presence_score is not None else own.score,
+        config.presence_confirm if config.presence_confirm is not None else own.confirm,
+        ", ".join(f"APPLIANCE_PRESENCE_{key}" for key in given) + f" (else {own.source})",
+    )
+
+
+def event_settings(config: Config, detector: Detector) -> EventSettings:
+    scores = presence_scores(config, detector)
     return EventSettings(
         keyframe_every=config.keyframe_every,
         postroll=config.postroll,
@@ -131,10 +147,11 @@ def event_settings(config: Config) -> EventSettings:
         presence=PresenceSettings(
             hits=config.presence_hits,
             window=config.presence_window,
-            confirm_score=config.presence_confirm,
+            confirm_score=scores.confirm,
             hold=config.presence_hold,
-            min_score=config.presence_score,
+            min_score=scores.score,
             min_area=config.presence_min_area,
+            moving=config.presence_motion,
         ),
     )
 
@@ -239,7 +256,7 @@ class Service:
         cameras = [_Camera(p, config, models.detector.input_size, self._sink) for p in plan]
         describer = Describer(models.classifier, models.captioner)
         manager = EventManager(
-            event_settings(config),
+            event_settings(config, models.detector),
             {
                 c.plan.slot: CameraOutputs(
                     c.plan.name,
@@ -248,7 +265,7 @@ class Service:
                 )
                 for c in cameras
             },
-            models.detector.person_class,
+            models.detector.person_classes,
             describer.submit,
             self._sink,
         )

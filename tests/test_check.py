@@ -65,7 +65,35 @@ def test_check_loads_runs_and_tables_every_model(toy_models: ToyModels, tmp_path
     assert re.search(r"^detector: [\d.]+ ms per 640x480 frame", result.stdout, re.M)
     captioner = r"^captioner: [\d.]+ ms per caption \(beam width 3, the keyframe and its mirror image\)$"
     assert re.search(captioner, result.stdout, re.M)
+    assert "person classes: person; fallen-person classes: none" in lines
+    presence = (
+        r"^presence: boxes from [\d.]+ count people, from [\d.]+ \(lying where the picture changed\) make one "
+        r"present; from the detector's manifest: calibration: .*$"
+    )
+    assert re.search(presence, result.stdout, re.M)
     assert lines[-1].startswith("ok:")
+
+
+def test_check_names_the_presence_scores_in_force_and_where_they_came_from(
+    models_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = run_check(write_env(tmp_path, models_copy, "APPLIANCE_PRESENCE_SCORE=0.45\n"), capsys)
+    assert status == 0
+    line = next(line for line in out.splitlines() if line.startswith("presence: "))
+    assert line.startswith("presence: boxes from 0.45 count people, from ")
+    assert "; from APPLIANCE_PRESENCE_SCORE (else the detector's manifest: calibration: " in line
+    # a manifest an older toolchain wrote: one person class by index, no presence scores
+    manifest = _manifest(models_copy)
+    manifest["slots"]["detector"]["params"] = {"person_class": 0, "coords": "normalized"}
+    (models_copy / "manifest.json").write_text(json.dumps(manifest))
+    status, out, _ = run_check(write_env(tmp_path, models_copy, "APPLIANCE_PRESENCE_MOTION=0\n"), capsys)
+    assert status == 0
+    assert "person classes: person; fallen-person classes: none" in out.splitlines()
+    expected = (
+        "presence: boxes from 0.5 count people, from 0.7 (moving or not) make one present; "
+        "from the appliance's defaults (the manifest names none)"
+    )
+    assert expected in out.splitlines()
 
 
 def _manifest(folder: Path) -> dict[str, Any]:

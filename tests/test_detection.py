@@ -53,13 +53,15 @@ def reference_decode(
     another or with the threshold, so that a test can set aside inputs sitting on a threshold or a
     tie (float32 and float64 may round them apart).
     """
+    threshold = s.score_threshold
+    assert threshold is not None
     candidates = []
     for anchor in range(real.shape[1]):
         best_class, best_score = -1, -math.inf
         for c in class_ids:
             if real[4 + c, anchor] > best_score:
                 best_class, best_score = c, float(real[4 + c, anchor])
-        if best_score >= s.score_threshold:
+        if best_score >= threshold:
             cx, cy, w, h = (float(v) for v in real[:4, anchor])
             box = (
                 cx * scale[0] - w * scale[0] / 2,
@@ -89,7 +91,7 @@ def reference_decode(
             if overlap > s.iou_threshold:
                 score *= 1.0 - overlap
                 lowered.append(score)
-            if score >= s.score_threshold:
+            if score >= threshold:
                 remaining.append(Kept(other.anchor, score, other.class_id, other.box))
         candidates = remaining
     return kept, compared, lowered
@@ -169,7 +171,7 @@ def test_overlapping_boxes_of_one_person_merge_into_the_best() -> None:
     raw, tensor = _output(
         [[0.5, 0.5, 0.2, 0.4, 0.7, 0.0], [0.51, 0.5, 0.2, 0.4, 0.9, 0.0], [0.1, 0.1, 0.1, 0.1, 0.6, 0]]
     )
-    boxes, scores, classes = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings())
+    boxes, scores, classes = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings(score_threshold=0.4))
     assert scores.tolist() == pytest.approx([0.9, 0.6])
     assert classes.tolist() == [0, 0]
     np.testing.assert_allclose(boxes[0], [131.2, 96, 195.2, 224], atol=1e-3)
@@ -179,10 +181,10 @@ def test_a_box_around_or_inside_a_better_one_is_dropped_though_their_iou_is_low(
     """A person lying down (wide, flat) and a taller box over them: IoU 0.33, all of the flat box inside."""
     lying, taller = [0.5, 0.8, 0.4, 0.1, 0.9], [0.5, 0.75, 0.4, 0.3, 0.6]
     raw, tensor = _output([lying, taller])
-    _, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings())
+    _, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings(score_threshold=0.4))
     assert scores.tolist() == pytest.approx([0.9])
     raw, tensor = _output([[*taller[:4], 0.9], [*lying[:4], 0.6]])  # the other way round: the inner box goes
-    _, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings())
+    _, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings(score_threshold=0.4))
     assert scores.tolist() == pytest.approx([0.9])
     without_rule = DetectorSettings(score_threshold=0.3, nested_threshold=1.0)
     _, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), without_rule)
@@ -194,7 +196,7 @@ def test_people_side_by_side_or_one_partly_behind_another_keep_their_boxes() -> 
     left, right = [0.45, 0.5, 0.2, 0.5, 0.9], [0.58, 0.5, 0.2, 0.5, 0.8]
     behind = [0.68, 0.45, 0.16, 0.4, 0.7]  # half of it lies inside the right one's box (IoU 0.24)
     raw, tensor = _output([left, right, behind])
-    _, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings())
+    _, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings(score_threshold=0.4))
     assert scores.tolist() == pytest.approx([0.9, 0.8, 0.7])
 
 
@@ -212,16 +214,18 @@ def test_a_person_mostly_behind_another_keeps_a_lowered_score_where_a_second_box
     np.testing.assert_allclose(
         boxes[2], [(0.5 + 0.2 / 3 - 0.1) * INPUT, 0.25 * INPUT, (0.5 + 0.2 / 3 + 0.1) * INPUT, 0.75 * INPUT], atol=1e-3
     )
-    _, scores, _ = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings(iou_threshold=0.6))
+    _, scores, _ = decode(
+        raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings(score_threshold=0.4, iou_threshold=0.6)
+    )
     assert scores.tolist() == pytest.approx([0.95, 0.9, 0.5])  # IoU 0.5 is under a threshold of 0.6
 
 
 def test_suppression_is_per_class_and_the_class_filter_holds() -> None:
     raw, tensor = _output([[0.5, 0.5, 0.2, 0.4, 0.8, 0.1], [0.5, 0.5, 0.2, 0.4, 0.1, 0.7]])
-    _, scores, classes = decode(raw, tensor, np.array([0, 1]), (INPUT, INPUT), DetectorSettings())
+    _, scores, classes = decode(raw, tensor, np.array([0, 1]), (INPUT, INPUT), DetectorSettings(score_threshold=0.4))
     assert classes.tolist() == [0, 1]
     assert scores.tolist() == pytest.approx([0.8, 0.7])
-    _, _, classes = decode(raw, tensor, np.array([1]), (INPUT, INPUT), DetectorSettings())
+    _, _, classes = decode(raw, tensor, np.array([1]), (INPUT, INPUT), DetectorSettings(score_threshold=0.4))
     assert classes.tolist() == [1]
 
 
@@ -238,7 +242,7 @@ def test_score_threshold_is_inclusive_and_max_detections_caps() -> None:
 
 def test_empty_output_decodes_to_nothing() -> None:
     raw, tensor = _output([[0.5, 0.5, 0.2, 0.2, 0.1]])
-    boxes, scores, classes = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings())
+    boxes, scores, classes = decode(raw, tensor, np.array([0]), (INPUT, INPUT), DetectorSettings(score_threshold=0.4))
     assert boxes.shape == (0, 4)
     assert scores.size == 0
     assert classes.size == 0

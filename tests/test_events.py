@@ -19,9 +19,10 @@ from appliance.events.presence import PresenceSettings, PresenceTracker
 from appliance.events.reports import AlertReport, CaptionReport, EventReport, PersonState, Report
 from appliance.inference.captioner import Caption
 from appliance.inference.detector import Detection
+from appliance.motion import BoxMotion, MotionGate
 from appliance.mqtt.topics import Topics
 from appliance.notify import Notifier
-from appliance.scheduler import MOTION_EVERY, MotionGate, Scheduler
+from appliance.scheduler import MOTION_EVERY, Scheduler
 
 AREA = 640.0 * 480.0
 
@@ -30,8 +31,18 @@ def person(score: float = 0.9, size: float = 100.0) -> Detection:
     return Detection((100.0, 100.0, 100.0 + size / 2, 100.0 + size), score, 0, "person")
 
 
-def frame(index: int, time: float, camera: int = 0, value: int = 0) -> Frame:
-    return Frame(camera, index, time, np.full((480, 640, 3), value, np.uint8))
+def frame(index: int, time: float, camera: int = 0, value: int | None = None) -> Frame:
+    """A plain grey picture of ``value``; without one a busy scene, a new random picture at every index, so
+    that every box lies where the picture changed."""
+    if value is not None:
+        return Frame(camera, index, time, np.full((480, 640, 3), value, np.uint8))
+    rng = np.random.default_rng(index)
+    return Frame(camera, index, time, rng.integers(0, 256, (480, 640, 3), dtype=np.uint8))
+
+
+def moving(_: Detection) -> bool:
+    """What a busy scene's box motion says of every box."""
+    return True
 
 
 # --- motion gating and the scheduler
@@ -139,47 +150,47 @@ def test_round_robin_shares_the_detector_and_never_detects_a_frame_twice() -> No
 
 
 def test_presence_needs_k_of_n_and_ends_after_the_hold() -> None:
-    tracker = PresenceTracker(PresenceSettings(hits=2, window=3, hold=2.0), person_class=0)
-    assert tracker.update([person()], AREA, 0.0) is None  # one sighting is not enough
-    assert tracker.update([], AREA, 0.1) is None
-    change = tracker.update([person()], AREA, 0.2)
+    tracker = PresenceTracker(PresenceSettings(hits=2, window=3, hold=2.0), person_classes=frozenset({0}))
+    assert tracker.update([person()], AREA, 0.0, moving) is None  # one sighting is not enough
+    assert tracker.update([], AREA, 0.1, moving) is None
+    change = tracker.update([person()], AREA, 0.2, moving)
     assert change is not None
     assert (change.present, change.time) == (True, 0.2)
-    assert tracker.update([], AREA, 1.0) is None  # a missed detection does not end it
-    assert tracker.update([], AREA, 2.1) is None
-    change = tracker.update([], AREA, 2.2)
+    assert tracker.update([], AREA, 1.0, moving) is None  # a missed detection does not end it
+    assert tracker.update([], AREA, 2.1, moving) is None
+    change = tracker.update([], AREA, 2.2, moving)
     assert change is not None
     assert (change.present, change.time) == (False, 0.2)  # gone since the last sighting
 
 
 def test_low_scores_small_boxes_and_other_classes_do_not_count() -> None:
     settings = PresenceSettings(hits=1, window=1, min_score=0.5, confirm_score=0.5, min_area=0.01)
-    tracker = PresenceTracker(settings, person_class=0)
+    tracker = PresenceTracker(settings, person_classes=frozenset({0}))
     bag = Detection((0.0, 0.0, 200.0, 200.0), 0.95, 1, "bag")
-    assert tracker.update([person(score=0.45), person(size=40), bag], AREA, 0.0) is None
+    assert tracker.update([person(score=0.45), person(size=40), bag], AREA, 0.0, moving) is None
     assert not tracker.present
-    assert tracker.update([person(score=0.6, size=120)], AREA, 0.1) is not None
+    assert tracker.update([person(score=0.6, size=120)], AREA, 0.1, moving) is not None
 
 
 def test_unsure_boxes_start_no_presence_but_keep_one_that_sure_boxes_started() -> None:
     """Hysteresis on the score: a shadow that passes min_score now and then, however long, is no person;
     a person confirmed by sure boxes stays present through a stretch of unsure ones."""
     settings = PresenceSettings(hits=2, window=4, hold=2.0, min_score=0.5, confirm_score=0.7)
-    tracker = PresenceTracker(settings, person_class=0)
+    tracker = PresenceTracker(settings, person_classes=frozenset({0}))
     for step in range(40):  # ten seconds of boxes from 0.50 to 0.69
-        assert tracker.update([person(score=0.5 + 0.19 * step / 39)], AREA, step * 0.25) is None
+        assert tracker.update([person(score=0.5 + 0.19 * step / 39)], AREA, step * 0.25, moving) is None
     assert not tracker.present
     assert tracker.persons == 1  # counted all the same, for the event's figures once it starts
-    assert tracker.update([person(score=0.75)], AREA, 10.0) is None  # one sure sighting is not enough
-    assert tracker.update([person(score=0.6)], AREA, 10.25) is None
-    change = tracker.update([person(score=0.72)], AREA, 10.5)
+    assert tracker.update([person(score=0.75)], AREA, 10.0, moving) is None  # one sure sighting is not enough
+    assert tracker.update([person(score=0.6)], AREA, 10.25, moving) is None
+    change = tracker.update([person(score=0.72)], AREA, 10.5, moving)
     assert change is not None
     assert (change.present, change.time) == (True, 10.5)
     for step in range(1, 17):  # four seconds of unsure boxes, twice the hold
-        assert tracker.update([person(score=0.55)], AREA, 10.5 + step * 0.25) is None
+        assert tracker.update([person(score=0.55)], AREA, 10.5 + step * 0.25, moving) is None
     assert tracker.present
-    assert tracker.update([person(score=0.45)], AREA, 15.0) is None  # below min_score: nobody
-    change = tracker.update([], AREA, 16.5)
+    assert tracker.update([person(score=0.45)], AREA, 15.0, moving) is None  # below min_score: nobody
+    change = tracker.update([], AREA, 16.5, moving)
     assert change is not None
     assert (change.present, change.time) == (False, 14.5)  # the last box of at least min_score
 
@@ -217,8 +228,8 @@ def test_a_sure_sighting_that_is_not_repeated_stops_being_watched() -> None:
 
 
 def test_a_silent_camera_still_ends_presence_after_the_hold() -> None:
-    tracker = PresenceTracker(PresenceSettings(hits=1, window=1, hold=3.0), person_class=0)
-    tracker.update([person()], AREA, 0.0)
+    tracker = PresenceTracker(PresenceSettings(hits=1, window=1, hold=3.0), person_classes=frozenset({0}))
+    tracker.update([person()], AREA, 0.0, moving)
     assert tracker.expire(2.9) is None
     change = tracker.expire(3.0)
     assert change is not None
@@ -259,7 +270,7 @@ def manager(
         slot: CameraOutputs(f"cam{slot}", recorder, lambda event, _t: Path(f"/clips/{event}.mp4"))
         for slot, recorder in clips.items()
     }
-    return EventManager(settings, outputs, 0, keyframes.append, reports.append)
+    return EventManager(settings, outputs, frozenset({0}), keyframes.append, reports.append)
 
 
 def test_an_event_starts_records_sends_keyframes_and_ends_after_the_post_roll() -> None:
@@ -440,3 +451,55 @@ def test_without_systemd_the_notifier_does_nothing() -> None:
     assert notifier.watchdog_period is None
     notifier.ready("x")
     notifier.watchdog()
+
+
+# --- a sure box must move to make a person present
+
+
+def _scene(figure_at: int | None) -> np.ndarray:
+    """A textured still scene, with a dark 60 x 200 px figure whose left edge is at ``figure_at``."""
+    image = np.random.default_rng(7).integers(60, 200, (480, 640, 3), dtype=np.uint8)
+    if figure_at is not None:
+        image[200:400, figure_at : figure_at + 60] = 20
+    return image
+
+
+def _box_at(left: int, score: float = 0.9) -> Detection:
+    return Detection((float(left), 200.0, float(left + 60), 400.0), score, 0, "person")
+
+
+def test_a_still_picture_scored_as_a_sure_person_makes_nobody_present() -> None:
+    """A photo on the wall or a fruit bowl that the detector scores like a person, frame after frame."""
+    tracker = PresenceTracker(PresenceSettings(hits=2, window=4), person_classes=frozenset({0}))
+    motion = BoxMotion()
+    picture = _scene(300)
+    for step in range(40):
+        motion.update(picture)
+        assert tracker.update([_box_at(300)], AREA, step * 0.125, motion.moved) is None
+    assert not tracker.present
+    assert tracker.persons == 1  # counted, for an event someone else starts
+
+
+def test_a_person_walking_in_is_present_and_stays_present_standing_still() -> None:
+    tracker = PresenceTracker(PresenceSettings(hits=2, window=4, hold=2.0), person_classes=frozenset({0}))
+    motion = BoxMotion()
+    motion.update(_scene(None))  # the empty room first
+    changes = []
+    for step, left in enumerate((100, 108, 116, 124)):  # 8 px a detection: a slow walk
+        motion.update(_scene(left))
+        changes.append(tracker.update([_box_at(left)], AREA, step * 0.125, motion.moved))
+    assert [c.present for c in changes if c is not None] == [True]
+    for step in range(4, 40):  # then standing still for 4.5 s, twice the hold
+        motion.update(_scene(124))
+        assert tracker.update([_box_at(124)], AREA, step * 0.125, motion.moved) is None
+    assert tracker.present
+
+
+def test_without_the_motion_rule_a_still_sure_box_makes_a_person_present() -> None:
+    tracker = PresenceTracker(PresenceSettings(hits=2, window=4, moving=False), person_classes=frozenset({0}))
+    motion = BoxMotion()
+    for step in range(2):
+        motion.update(_scene(300))
+        change = tracker.update([_box_at(300)], AREA, step * 0.125, motion.moved)
+    assert change is not None
+    assert change.present

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from appliance.inference.detector import DetectorSettings
+from appliance.inference.detector import DEFAULT_PRESENCE, DetectorSettings
 from appliance.inference.model import TensorInfo
 from appliance.inference.yolov8 import decode
 
@@ -44,7 +44,7 @@ def median_us(action, repeats: int = 2000) -> tuple[float, float]:  # type: igno
 
 def main() -> None:
     rng = np.random.default_rng(0)
-    settings = DetectorSettings()
+    settings = DetectorSettings(score_threshold=DEFAULT_PRESENCE.score)  # the reference detector reports from it
     print(f"decode + NMS, {ANCHORS} anchors, {CLASSES} classes, int8 output, score >= {settings.score_threshold}")
     for people in (0, 3, 10):
         raw, tensor = head_output(people, rng)

@@ -66,7 +66,7 @@ def run_bench(config: Config, out: Path, quick: bool) -> int:
     pipeline = pipeline_sized = decode = None
     if models.detector is not None:
         _say(f"timing the detection pipeline against the bare interpreter on {len(frames)} recorded frames")
-        presence = event_settings(config).presence
+        presence = event_settings(config, models.detector).presence
         pipeline = pipeline_vs_bare(models.detector, frames, presence, sizes.pipeline_rounds)
         sized = model_sized(models.detector, frames)
         pipeline_sized = pipeline_vs_bare(models.detector, sized, presence, sizes.pipeline_rounds)

@@ -25,14 +25,35 @@ from appliance.inference.captioner import Captioner, CaptionerSettings
 from appliance.inference.detector import Detector
 from appliance.inference.imaging import Image, Letterbox
 from appliance.inference.loader import CAPTIONERS, Models, build_slot
+from appliance.inference.model import TFLiteModel
+from appliance.inference.runtime import make_interpreter
 from appliance.inference.settings import InferenceSettings
 from appliance.inference.yolov8 import Yolov8Detector
+from appliance.motion import BoxMotion
 
 
 def _time_ms(action: Callable[[], object]) -> float:
     start = time.perf_counter()
     action()
     return (time.perf_counter() - start) * 1000.0
+
+
+def multiply_adds(model: TFLiteModel) -> int:
+    """The multiply-adds of one invoke, counted from the graph's convolutions and fully connected layers
+    (the rest, activations and reshapes, is small beside them)."""
+    interpreter = make_interpreter(str(model.path), 1)
+    shapes = {t["index"]: t["shape"] for t in interpreter.get_tensor_details()}
+    total = 0
+    for op in interpreter._get_ops_details():
+        name, inputs, outputs = op["op_name"], op["inputs"], op["outputs"]
+        out = int(np.prod(shapes[outputs[0]])) if len(outputs) else 0
+        if name == "CONV_2D":  # filter [out channels, kh, kw, in channels]
+            total += out * int(np.prod(shapes[inputs[1]][1:]))
+        elif name == "DEPTHWISE_CONV_2D":  # filter [1, kh, kw, channels]
+            total += out * int(np.prod(shapes[inputs[1]][1:3]))
+        elif name == "FULLY_CONNECTED":  # weights [out, in]
+            total += out * int(shapes[inputs[1]][-1])
+    return total
 
 
 def invoke_timings(models: Models, runs: int) -> list[InvokeTiming]:
@@ -43,7 +64,9 @@ def invoke_timings(models: Models, runs: int) -> list[InvokeTiming]:
             model.set_zero_inputs()
             model.invoke()  # warm-up: the first invoke prepares XNNPACK's kernels
             samples = [_time_ms(model.invoke) for _ in range(runs)]
-            timings.append(InvokeTiming(slot_name, role, model.path.name, model.threads, Spread.of(samples)))
+            timings.append(
+                InvokeTiming(slot_name, role, model.path.name, model.threads, Spread.of(samples), multiply_adds(model))
+            )
     return timings
 
 
@@ -55,7 +78,8 @@ class _Pipeline:
         self.images = [f.image for f in frames]
         self.model = next(iter(detector.models.values()))
         self.input, self.output = self.model.only_input(), self.model.only_output()
-        self.tracker = PresenceTracker(presence, detector.person_class)
+        self.tracker = PresenceTracker(presence, detector.person_classes)
+        self.motion = BoxMotion()
         height, width = self.images[0].shape[:2]
         self.area = float(width * height)
         self.found = 0
@@ -67,11 +91,12 @@ class _Pipeline:
         self.index = 0
 
     def step(self, i: int) -> None:
-        """Grab (the grabber's newest frame), letterbox, encode, invoke, decode, NMS, presence."""
+        """Grab (the grabber's newest frame), letterbox, encode, invoke, decode, NMS, box motion, presence."""
         self.index += 1
         frame = Frame(0, self.index, time.monotonic(), self.images[i])
         detections = self.detector.detect(frame.image)
-        self.tracker.update(detections, self.area, frame.time)
+        self.motion.update(frame.image)
+        self.tracker.update(detections, self.area, frame.time, self.motion.moved)
 
     def bare(self, i: int) -> None:
         self.model.set_raw(self.input, self.inputs[i])

@@ -93,6 +93,7 @@ class InvokeTiming:
     file: str
     threads: int
     ms: Spread
+    multiply_adds: int  # counted from the graph: convolutions and fully connected layers
 
 
 @dataclass(frozen=True)

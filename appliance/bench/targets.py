@@ -22,11 +22,27 @@ def _spread(key: str, label: str, spread: Spread, target: Target | None = None, 
     ]
 
 
+# A Pi 4 runs int8 convolutions on its four Cortex-A72 cores with XNNPACK at about 7 to 11 G
+# multiply-adds a second: the design's 100 to 150 ms for a YOLOv8n at 320 (1.1 G). An estimate from
+# the graph's size, not a measurement.
+PI4_MAC_PER_S = (7e9, 11e9)
+
+
 def _invoke(report: BenchReport) -> list[Figure]:
     found = []
     for timing in report.invoke:
         label = f"Invoke, {timing.slot} {timing.role} (`{timing.file}`, {timing.threads} threads)"
         found += _spread(f"invoke.{timing.slot}.{timing.role}", label, timing.ms)
+        slow, fast = (timing.multiply_adds / rate * 1000.0 for rate in PI4_MAC_PER_S)
+        found.append(
+            Figure(
+                f"estimate.pi4.{timing.slot}.{timing.role}",
+                f"Pi 4 estimate, {timing.slot} {timing.role}: {timing.multiply_adds / 1e9:.2f} G multiply-adds",
+                slow,
+                "ms",
+                note=f"{fast:.0f} to {slow:.0f} ms at 11 to 7 G multiply-adds a second (an estimate, not measured)",
+            )
+        )
     return found
 
 

@@ -34,6 +34,7 @@ from appliance.events.reports import (
     Report,
 )
 from appliance.inference.detector import Detection
+from appliance.motion import BoxMotion
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +100,12 @@ class _Event:
 
 
 class _Camera:
-    def __init__(self, slot: int, outputs: CameraOutputs, settings: EventSettings, person_class: int) -> None:
+    def __init__(
+        self, slot: int, outputs: CameraOutputs, settings: EventSettings, person_classes: frozenset[int]
+    ) -> None:
         self.slot, self.outputs = slot, outputs
-        self.presence = PresenceTracker(settings.presence, person_class)
+        self.presence = PresenceTracker(settings.presence, person_classes)
+        self.motion = BoxMotion()
         self.event: _Event | None = None
         self.sensor = False  # the person sensor as last reported
 
@@ -111,12 +115,12 @@ class EventManager:
         self,
         settings: EventSettings,
         cameras: dict[int, CameraOutputs],
-        person_class: int,
+        person_classes: frozenset[int],
         submit: Callable[[Keyframe], None],
         sink: Callable[[Report], None],
     ) -> None:
         self.settings = settings
-        self._cameras = {slot: _Camera(slot, out, settings, person_class) for slot, out in cameras.items()}
+        self._cameras = {slot: _Camera(slot, out, settings, person_classes) for slot, out in cameras.items()}
         self._submit, self._sink = submit, sink
         self.events_started = 0
         self._recent: dict[str, _Event] = {}  # ended events whose last descriptions may still come
@@ -132,7 +136,8 @@ class EventManager:
     def on_detection(self, slot: int, frame: Frame, detections: Sequence[Detection]) -> None:
         camera = self._cameras[slot]
         height, width = frame.image.shape[:2]
-        camera.presence.update(detections, float(width * height), frame.time)
+        camera.motion.update(frame.image)
+        camera.presence.update(detections, float(width * height), frame.time, camera.motion.moved)
         self.tick(frame.time)
         event, people = camera.event, camera.presence.people
         if event is None or event.gone_at is not None or not people:

@@ -8,12 +8,16 @@ swaying plant that just passes ``min_score`` now and then starts no event, while
 present and turns away or steps half behind a shelf stays present. Boxes below ``min_score`` or an
 area (a share of the frame) do not count at all: small, unsure boxes are where clutter and shadows
 become false people.
+
+With ``moving`` on, a sure box makes a person present only where the picture changed since the
+camera's previous detection (see ``appliance.motion``): a real detector scores a fruit bowl or a
+photo on the wall as high as a real person far away, but they never move.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from appliance.inference.detector import Detection
@@ -27,6 +31,7 @@ class PresenceSettings:
     hold: float = 6.0
     min_score: float = 0.5
     min_area: float = 0.001  # share of the frame's area
+    moving: bool = True  # a sure box must lie where the picture changed to make a person present
 
 
 @dataclass(frozen=True)
@@ -38,9 +43,9 @@ class Change:
 class PresenceTracker:
     """One camera's presence; fed by the main loop, which owns it."""
 
-    def __init__(self, settings: PresenceSettings, person_class: int) -> None:
+    def __init__(self, settings: PresenceSettings, person_classes: frozenset[int]) -> None:
         self.settings = settings
-        self.person_class = person_class
+        self.person_classes = person_classes
         self._recent: deque[bool] = deque(maxlen=settings.window)
         self.present = False
         self.persons = 0  # people counted in the latest detection
@@ -51,19 +56,25 @@ class PresenceTracker:
         """The detections that count as people."""
         s = self.settings
         least = s.min_area * frame_area
-        return [d for d in detections if d.class_id == self.person_class and d.score >= s.min_score and d.area >= least]
+        return [
+            d for d in detections if d.class_id in self.person_classes and d.score >= s.min_score and d.area >= least
+        ]
 
     @property
     def arriving(self) -> bool:
         """Not yet present, but one of the window's detections found someone surely: the next ones decide."""
         return not self.present and any(self._recent)
 
-    def update(self, detections: Sequence[Detection], frame_area: float, time: float) -> Change | None:
-        """Take one detection's boxes; returns the change of presence it caused, if any."""
+    def update(
+        self, detections: Sequence[Detection], frame_area: float, time: float, moved: Callable[[Detection], bool]
+    ) -> Change | None:
+        """Take one detection's boxes (``moved`` tells whether a box lies where the picture changed);
+        returns the change of presence it caused, if any."""
         self.people = self.counted(detections, frame_area)
         self.persons = len(self.people)
         seen = self.persons > 0
-        self._recent.append(any(d.score >= self.settings.confirm_score for d in self.people))
+        s = self.settings
+        self._recent.append(any(d.score >= s.confirm_score and (not s.moving or moved(d)) for d in self.people))
         if seen:
             self.last_seen = time
         if not self.present and sum(self._recent) >= self.settings.hits:

@@ -27,9 +27,25 @@ class Detection:
 
 
 @dataclass(frozen=True)
+class PresenceScores:
+    """The detector scores that make a person present and keep one present: they belong to the model
+    (a real YOLOv8s scores real people 0.45 to 0.65 where the synthetic detector scores drawn ones 0.9)."""
+
+    score: float  # counts a person and keeps one present (Frigate's min_score)
+    confirm: float  # makes a person present (Frigate's threshold)
+    source: str  # where the values came from, for `appliance check`
+
+
+# For a manifest that gives none (older toolchains): the scores the synthetic reference detector was
+# tuned with. The toolchain's own choice never goes above them.
+DEFAULT_PRESENCE = PresenceScores(0.5, 0.7, "the appliance's defaults (the manifest names none)")
+
+
+@dataclass(frozen=True)
 class DetectorSettings:
-    labels: tuple[str, ...] = ("person",)  # classes to report, by label name
-    score_threshold: float = 0.4
+    labels: tuple[str, ...] = ()  # classes to report, by label name; empty: the model's person classes
+    score_threshold: float | None = None  # None: the presence score in force (a box below it counts for nothing)
+    presence_score: float | None = None  # the configured presence score, over the model's own
     iou_threshold: float = 0.3  # IoU with a better box above which a score is lowered (soft NMS)
     nested_threshold: float = 0.8  # share of the smaller box inside the other; 1.0 turns the rule off
     max_detections: int = 100
@@ -39,7 +55,9 @@ class Detector(ABC):
     """Finds objects in a frame. One subclass per model family."""
 
     labels: tuple[str, ...]
-    person_class: int
+    person_classes: frozenset[int]  # every class that is a person (upright, fallen, ...)
+    fall_classes: frozenset[int]  # the person classes that mean someone has fallen
+    presence: PresenceScores
     input_size: tuple[int, int]  # (width, height) the frame is letterboxed into: a camera can deliver it so
 
     @property
