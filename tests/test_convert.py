@@ -54,7 +54,16 @@ def test_each_slot_gets_its_files_metadata_and_manifest_entry(toy_models: ToyMod
         assert metadata["calibration"]["frames"] + metadata["calibration"]["held_out_frames"] == sampled
         for sizes in metadata["bytes"].values():
             assert sizes["int8"] < sizes["float"] / 2
-    assert manifest.slots["detector"].params == {"person_class": 0, "coords": "normalized"}
+    detector = dict(manifest.slots["detector"].params)
+    assert {key: detector.pop(key) for key in ("person_classes", "fall_classes", "coords")} == {
+        "person_classes": ["person"],
+        "fall_classes": [],
+        "coords": "normalized",
+    }
+    # chosen on the calibration frames (no source model to compare with: the boxes' median and 75th percentile)
+    assert 0.25 <= detector.pop("presence_score") < detector.pop("confirm_score") <= 0.7
+    assert str(detector.pop("presence_source")).startswith(("calibration: the median", "defaults: "))
+    assert detector == {}
     assert manifest.slots["classifier"].params == {"crop_margin": 0.15, "output": "probabilities"}
 
 
@@ -164,7 +173,7 @@ def test_command_line_errors_are_one_line_with_status_2(
         ),
         (
             ["keras", "detector", str(work / "detector.keras"), "--labels", str(labels)],
-            r"labels\.txt: no 'person' line; name the person class with --person-label",
+            r"labels\.txt: no 'person' line; name the person classes with --person-labels \(the labels are",
         ),
     ]
     for args, message in cases:

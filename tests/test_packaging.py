@@ -15,8 +15,15 @@ def test_the_default_install_has_the_on_device_dependencies() -> None:
 
 
 def test_the_heavy_packages_are_only_in_the_host_side_extras() -> None:
-    """TensorFlow is the toolchain's (extra ``convert``); torch and ONNX serve only the tests (extra ``dev``)."""
-    where = {"tensorflow": "convert", "tensorflow-cpu": "convert", "torch": "dev", "onnx": "dev", "onnxruntime": "dev"}
+    """TensorFlow and ONNX are the toolchain's (extra ``convert``: `yolo` reads, rewrites and runs an
+    Ultralytics export); torch serves only the tests (extra ``dev``)."""
+    where = {
+        "tensorflow": "convert",
+        "tensorflow-cpu": "convert",
+        "onnx": "convert",
+        "onnxruntime": "convert",
+        "torch": "dev",
+    }
     seen = set()
     for requirement in _requirements():
         name = requirement.name.lower()

@@ -82,7 +82,9 @@ class Detect(nn.Module):
     points: torch.Tensor  # [1, 2, anchors] anchor centres in grid cells
     scale: torch.Tensor  # [1, anchors] the stride of each anchor
 
-    def __init__(self, classes: int, channels: tuple[int, ...], strides: tuple[int, ...], size: int) -> None:
+    def __init__(
+        self, classes: int, channels: tuple[int, ...], strides: tuple[int, ...], size: tuple[int, int]
+    ) -> None:
         super().__init__()
         self.classes, self.bins, self.strides = classes, 16, strides
         c2, c3 = max(16, channels[0] // 4, self.bins * 4), max(channels[0], min(classes, 100))
@@ -96,10 +98,11 @@ class Detect(nn.Module):
         # Anchor centres and strides for the input size, constants of the graph as in an export.
         points, scale = [], []
         for stride in strides:
-            cells = torch.arange(size // stride, dtype=torch.float32) + 0.5
-            sy, sx = torch.meshgrid(cells, cells, indexing="ij")
+            columns = torch.arange(size[0] // stride, dtype=torch.float32) + 0.5
+            rows = torch.arange(size[1] // stride, dtype=torch.float32) + 0.5
+            sy, sx = torch.meshgrid(rows, columns, indexing="ij")
             points.append(torch.stack((sx, sy), -1).view(-1, 2))
-            scale.append(torch.full(((size // stride) ** 2, 1), float(stride)))
+            scale.append(torch.full((len(rows) * len(columns), 1), float(stride)))
         self.register_buffer("points", torch.cat(points).T.unsqueeze(0))
         self.register_buffer("scale", torch.cat(scale).T)
 
@@ -115,7 +118,7 @@ class Detect(nn.Module):
 
 
 class YoloV8n(nn.Module):
-    def __init__(self, classes: int = 80, size: int = 320) -> None:
+    def __init__(self, classes: int = 80, size: tuple[int, int] = (320, 320)) -> None:
         super().__init__()
         self.b0, self.b1, self.b2 = Conv(3, 16, 3, 2), Conv(16, 32, 3, 2), C2f(32, 32, 1, True)
         self.b3, self.b4 = Conv(32, 64, 3, 2), C2f(64, 64, 2, True)
@@ -154,7 +157,7 @@ def seeded(frames: torch.Tensor, seed: int = 0, classes: int = 80) -> YoloV8n:
     Ultralytics' initialisation for the boxes (1.0); class logits start at -4, so that a few
     anchors score high and most low."""
     torch.manual_seed(seed)
-    model = YoloV8n(classes, frames.shape[-1])
+    model = YoloV8n(classes, (frames.shape[-1], frames.shape[-2]))
     for module in model.modules():
         if isinstance(module, nn.Conv2d) and module.weight.requires_grad:
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
@@ -173,12 +176,22 @@ def seeded(frames: torch.Tensor, seed: int = 0, classes: int = 80) -> YoloV8n:
     return model.eval()
 
 
-def export_onnx(model: nn.Module, path: Path, size: int = 320) -> Path:
-    """The ONNX file an Ultralytics export writes: input ``images`` [1, 3, size, size], output ``output0``."""
+def at_size(model: YoloV8n, size: tuple[int, int]) -> YoloV8n:
+    """The same weights with the anchor points and strides of another input size (width, height), as
+    Ultralytics makes them when it exports a model at that size."""
+    other = YoloV8n(model.detect.classes, size)
+    other.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if k not in ("detect.points", "detect.scale")}, strict=False
+    )
+    return other.eval()
+
+
+def export_onnx(model: nn.Module, path: Path, size: tuple[int, int] = (320, 320)) -> Path:
+    """The ONNX file an Ultralytics export writes: input ``images`` [1, 3, height, width], output ``output0``."""
     with torch.no_grad():
         torch.onnx.export(
             model,
-            (torch.zeros(1, 3, size, size),),
+            (torch.zeros(1, 3, size[1], size[0]),),
             str(path),
             input_names=["images"],
             output_names=["output0"],

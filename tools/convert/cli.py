@@ -12,6 +12,7 @@ from typing import Any
 from appliance.errors import ApplianceError
 from appliance.inference.manifest import default_models_dir
 from tools.convert import ConvertError
+from tools.convert.model_card import refresh_card
 from tools.convert.slots import CaptionerConversion, ClassifierConversion, DetectorConversion, SlotConversion
 from tools.convert.tflite import IO_TYPES
 
@@ -33,6 +34,14 @@ def _detector_size(text: str) -> tuple[int, int]:
     if min(size) < 32 or size[0] % 32 or size[1] % 32:
         raise argparse.ArgumentTypeError(f"expected N or WxH, each a multiple of 32 from 32 up, got {text}")
     return size
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """Comma-separated class names."""
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected class names separated by commas, got {text!r}")
+    return names
 
 
 def _fraction(text: str) -> float:
@@ -87,7 +96,16 @@ def _add_keras(commands: Commands) -> None:
     detector = slot_parser("detector", "a yolov8-contract detector: output [1, 4 + classes, anchors]")
     detector.add_argument("model", type=Path, help=".keras file or SavedModel folder")
     detector.add_argument("--labels", type=Path, required=True, metavar="FILE", help="class names, one per line")
-    detector.add_argument("--person-label", default="person", metavar="NAME", help="the person class (default person)")
+    detector.add_argument(
+        "--person-labels",
+        type=_names,
+        default=("person",),
+        metavar="NAMES",
+        help="the classes that are people, comma-separated (default person)",
+    )
+    detector.add_argument(
+        "--fall-labels", type=_names, default=(), metavar="NAMES", help="the person classes that mean a fallen person"
+    )
     detector.add_argument(
         "--coords",
         choices=("auto", "normalized", "pixels"),
@@ -237,11 +255,27 @@ def _add_yolo(commands: Commands) -> None:
         "boxes are normalised to 0..1 inside the model; compare int8 with float and update the manifest.",
     )
     yolo.add_argument("model", type=Path, help="ONNX export (.onnx), or a .pt checkpoint when ultralytics is installed")
-    yolo.add_argument("--size", type=_positive, default=320, help="input size in pixels (default 320)")
+    yolo.add_argument(
+        "--size",
+        type=_detector_size,
+        metavar="N|WxH",
+        help="input size: N for a square, WxH (multiples of 32) for a camera's shape; default: the export's own",
+    )
     yolo.add_argument(
         "--labels", type=Path, metavar="FILE", help="class names, one per line (default: the export's metadata)"
     )
-    yolo.add_argument("--person-label", default="person", metavar="NAME", help="the person class (default person)")
+    yolo.add_argument(
+        "--person-labels",
+        type=_names,
+        metavar="NAMES",
+        help="the classes that are people, comma-separated (default: person, or every class of a model without one)",
+    )
+    yolo.add_argument(
+        "--fall-labels",
+        type=_names,
+        metavar="NAMES",
+        help="the person classes that mean a fallen person (default: those named fall, fallen, down, lying ...)",
+    )
     yolo.add_argument(
         "--calib", type=Path, required=True, metavar="DIR", help="frames of the watched scene: images and/or videos"
     )
@@ -258,25 +292,29 @@ def _yolo(args: argparse.Namespace, command: str) -> int:
     from tools.convert.yolo import YoloRequest, convert_yolo
 
     request = YoloRequest(
-        args.model,
-        args.size,
-        args.labels,
-        args.person_label,
-        args.calib,
-        args.calib_frames,
-        args.out,
-        args.work,
-        args.io,
-        args.threads,
-        command,
+        model=args.model,
+        size=args.size,
+        labels=args.labels,
+        person_labels=args.person_labels,
+        fall_labels=args.fall_labels,
+        calib=args.calib,
+        calib_frames=args.calib_frames,
+        out=args.out,
+        work=args.work,
+        io=args.io,
+        threads=args.threads,
+        command=command,
     )
-    report = convert_yolo(request)
-    report_slot = "detector"
+    report, _, _ = convert_yolo(request)
     float_bytes, int8_bytes = report.sizes["model"]
     print(f"detector: {args.out / 'detector.tflite'}, {int8_bytes / 1024:.0f} KiB (float {float_bytes / 1024:.0f} KiB)")
     print(report.agreement.summary)
+    params = report.entry.params
+    print(f"presence scores: {params['presence_score']} / {params['confirm_score']} ({params['presence_source']})")
     print(f"wrote {report.metadata} and updated {args.out / 'manifest.json'}")
-    print(f"report: {args.out / (report_slot + '-report.md')}")
+    print(f"report: {args.out / 'detector-report.md'}")
+    if refresh_card(args.out):
+        print(f"the model card {args.out / 'README.md'} now describes this detector")
     return 0
 
 
@@ -295,7 +333,7 @@ def _keras(args: argparse.Namespace, command: str) -> int:
 
     conversion: SlotConversion
     if args.slot == "detector":
-        conversion = DetectorConversion(args.person_label, args.coords)
+        conversion = DetectorConversion(args.person_labels, args.fall_labels, args.coords)
         sources, data = {"model": args.model}, {"labels": args.labels}
     elif args.slot == "classifier":
         conversion = ClassifierConversion(args.crop_margin, args.output)
@@ -319,6 +357,8 @@ def _keras(args: argparse.Namespace, command: str) -> int:
     print(report.agreement.summary)
     print(f"wrote {report.metadata} and updated {args.out / 'manifest.json'}")
     print(f"report: {args.out / (report_slot + '-report.md')}")
+    if args.slot == "detector" and refresh_card(args.out):
+        print(f"the model card {args.out / 'README.md'} now describes this detector")
     return 0
 
 

@@ -22,7 +22,6 @@ from appliance.inference.imaging import Box, Image, square_crop
 from appliance.inference.loader import DETECTORS, build_slot
 from appliance.inference.manifest import read_manifest
 from appliance.inference.settings import InferenceSettings
-from appliance.inference.slot import read_lines
 from tools.convert import ConvertError
 from tools.convert.datasets import CROP_MARGIN, LabelledImages, read_image
 from tools.convert.frames import IMAGE_SUFFIXES
@@ -39,13 +38,11 @@ class Crops:
 
 
 def load_person_detector(folder: Path, threads: int = 2) -> Detector:
-    """The detector slot of the models folder ``folder``, reporting persons only."""
+    """The detector slot of the models folder ``folder``, reporting its person classes only."""
     manifest = read_manifest(folder)
-    entry = manifest.slots.get("detector")
-    if entry is None:
+    if "detector" not in manifest.slots:
         raise ConvertError(f"{manifest.path}: no detector slot; make one with: python -m tools.convert yolo")
-    person = read_lines(folder / entry.files["labels"].file)[int(entry.params["person_class"])]
-    settings = InferenceSettings(threads=threads, detector=DetectorSettings(labels=(person,)))
+    settings = InferenceSettings(threads=threads, detector=DetectorSettings())
     return build_slot(manifest, "detector", DETECTORS, settings)
 
 

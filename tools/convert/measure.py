@@ -15,7 +15,7 @@ from typing import Any
 from appliance.config import Config
 from appliance.inference.imaging import Image
 from appliance.inference.loader import Models, load_models
-from appliance.service import inference_settings
+from appliance.service import inference_settings, presence_scores
 from appliance.sim.render import PersonTruth, Renderer
 from appliance.sim.scenario import list_scenarios
 from tools.convert import ConvertError
@@ -66,6 +66,9 @@ def scenario_seconds(every: int, empty: bool) -> tuple[int, float]:
     return frames, seconds
 
 
+CARD_OPERATING_SCORE = 0.4  # the card's recall and precision are measured at this detector score
+
+
 def measure(folder: Path, test: SyntheticSet, scenario_every: int, limit: int | None = None) -> dict[str, Any]:
     """Every metric of the model card for the models in ``folder``, on the held-out set (its first
     ``limit`` images when given) and on the shipped scenarios."""
@@ -80,8 +83,8 @@ def measure(folder: Path, test: SyntheticSet, scenario_every: int, limit: int | 
     if models.detector is None or models.classifier is None or models.captioner is None:
         raise ConvertError(f"{folder}: the model card measures a detector, a classifier and a captioner")
     frames = _held_out(test)[:limit]
-    operating = defaults.detect_score
-    count = defaults.presence_score  # the score from which the events count people
+    count = presence_scores(defaults, models.detector).score  # the score from which the events count people
+    operating = CARD_OPERATING_SCORE
     held = evaluate_detector(
         models.detector, ((_image(test, f), _boxes(f)) for f in frames), operating, len(frames), count
     )

@@ -22,23 +22,37 @@ class Target:
     met: bool
 
 
-def targets(metrics: dict[str, Any]) -> list[Target]:
+def targets(metrics: dict[str, Any], detector: bool = True) -> list[Target]:
+    """The card's targets; without the detector's when the folder's detector is not the reference run's."""
     f, q = metrics["float"], metrics["int8"]
     qd, qk = q["detector"], q["captioner"]
     bars = [
-        ("Detector AP50, held-out images", qd["held_out"]["ap50"], 0.95),
-        ("Detector AP50, shipped scenarios", qd["scenarios"]["ap50"], 0.95),
+        *(
+            [
+                ("Detector AP50, held-out images", qd["held_out"]["ap50"], 0.95),
+                ("Detector AP50, shipped scenarios", qd["scenarios"]["ap50"], 0.95),
+            ]
+            if detector
+            else []
+        ),
         ("Caption BLEU-4", qk["bleu"]["4"], 0.7),
         ("Caption exact match", qk["exact"], 0.7),
         ("Knife captions said on frames with a knife", qk["held_objects"]["knife"]["recall"], 0.8),
     ]
     found = [Target(name, f">= {bound}", value, value >= bound) for name, value, bound in bars]
     fp = qd["empty"]["false_positives"]
-    found.append(Target("False-positive boxes, empty scenes", "0", fp, fp == 0))
+    if detector:
+        found.append(Target("False-positive boxes, empty scenes", "0", fp, fp == 0))
     # "Within a point": int8 may lose at most 0.01 against float; gaining is no fault.
     pairs = [
-        ("detector AP50, held-out", ("detector", "held_out", "ap50")),
-        ("detector AP50, scenarios", ("detector", "scenarios", "ap50")),
+        *(
+            [
+                ("detector AP50, held-out", ("detector", "held_out", "ap50")),
+                ("detector AP50, scenarios", ("detector", "scenarios", "ap50")),
+            ]
+            if detector
+            else []
+        ),
         ("classifier accuracy", ("classifier", "accuracy")),
         *[(f"caption BLEU-{n}", ("captioner", "bleu", str(n))) for n in "1234"],
     ]
@@ -86,8 +100,25 @@ def _weights(out: Path, entry: dict[str, Any]) -> str:
     return " and ".join(f"{count / 1000:.0f} k ({role})" for role, count in counts) + " weights"
 
 
+REFERENCE_COMMAND = "python -m tools.convert reference"
+
+
+def converted_detector(out: Path) -> dict[str, Any] | None:
+    """The conversion record of the folder's detector when it is not the reference run's (a converted
+    YOLO, say), else None: the card then describes it from that record, not from metrics.json."""
+    record: dict[str, Any] = json.loads((out / "detector.json").read_text())
+    return None if record["command"] == REFERENCE_COMMAND else record
+
+
 def _describe(out: Path, recipes: dict[str, Any], slot: str, entry: dict[str, Any]) -> str:
     """The model of a slot (``entry``: its manifest entry), in the words of its recipe and its files."""
+    converted = converted_detector(out) if slot == "detector" else None
+    if converted is not None:
+        labels = ", ".join((out / entry["files"]["labels"]["file"]).read_text().split())
+        source = Path(converted["toolchain"].get("export", converted["sources"]["model"]["path"]))
+        exported = converted["toolchain"].get("exported_size")
+        origin = f"converted from {source.name}" + (f" (exported at {exported})" if exported else "")
+        return f"yolov8 detector {origin}; classes {labels}; {_weights(out, entry)}"
     if slot == "detector":
         depth = recipes["detector"]["depth"]
         blocks = "one residual block" if depth == 1 else f"{depth} residual blocks"
@@ -132,13 +163,43 @@ def _caption_search(measured: dict[str, Any]) -> str:
     )
 
 
+def _converted_section(record: dict[str, Any], entry: dict[str, Any]) -> str:
+    """What the card says of a detector converted into the folder after the reference run."""
+    validation = record["validation"]
+    params = entry["params"]
+    lines = [
+        "## The detector",
+        "",
+        f"The detector is **not** the reference run's: `{record['command']}` replaced it. Its figures are the "
+        "conversion's (`detector.json`, `detector-report.md`); the synthetic world's detector figures below are "
+        "left out, as they describe a model no longer here.",
+        "",
+        f"- Person classes: {', '.join(params['person_classes'])}; fallen-person classes: "
+        f"{', '.join(params.get('fall_classes', [])) or 'none'}.",
+        f"- Presence scores: {params['presence_score']} counts a person, {params['confirm_score']} makes one present "
+        f"({params['presence_source']}).",
+        f"- Int8 against float on {validation['frames']} held-out calibration frames: {validation['matched_boxes']} of "
+        f"{validation['float_boxes']} float boxes matched ({_pct(validation['matched_rate'])}), mean IoU "
+        f"{_num(validation['mean_iou'])}, mean score difference {validation['mean_score_difference']:.4f}.",
+    ]
+    source = validation.get("source")
+    if source is not None:
+        lines.append(
+            f"- Against the export at its own size ({source['size']}): it finds {_pct(source['int8_found'])} of the "
+            f"export's {source['people']} people; {source['int8_per_frame']:.2f} people a frame against "
+            f"{source['people_per_frame']:.2f}."
+        )
+    return "\n".join(lines) + "\n"
+
+
 def card(out: Path, metrics: dict[str, Any]) -> str:
     f, q = metrics["float"], metrics["int8"]
     plan = metrics["plan"]
     fd, qd = f["detector"], q["detector"]
     fc, qc = f["classifier"], q["classifier"]
     fk, qk = f["captioner"], q["captioner"]
-    rows = [
+    converted = converted_detector(out)
+    detector_rows = [
         ("Detector AP50, persons, held-out images", _num(fd["held_out"]["ap50"]), _num(qd["held_out"]["ap50"])),
         (
             f"Detector recall / precision at score {qd['operating_score']}",
@@ -164,6 +225,9 @@ def card(out: Path, metrics: dict[str, Any]) -> str:
             f"{fd['empty']['false_positives_per_hour']:.0f}",
             f"{qd['empty']['false_positives_per_hour']:.0f}",
         ),
+    ]
+    rows = [
+        *(detector_rows if converted is None else []),
         (f"Classifier accuracy ({qc['crops']} person crops)", _pct(fc["accuracy"]), _pct(qc["accuracy"])),
         *[
             (f"Classifier accuracy, {label}", _pct(fc["per_label"][label]), _pct(qc["per_label"][label]))
@@ -193,7 +257,14 @@ def card(out: Path, metrics: dict[str, Any]) -> str:
         ],
     ]
     table = "\n".join(f"| {name} | {a} | {b} |" for name, a, b in rows)
-    found = targets(metrics)
+    found = targets(metrics, detector=converted is None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    detector_section = "" if converted is None else _converted_section(converted, manifest["slots"]["detector"]) + "\n"
+    trained = (
+        "They are trained on synthetic scenes only"
+        if converted is None
+        else "The classifier and the captioner are trained on synthetic scenes only; the detector is not (below)"
+    )
     bars = "\n".join(
         f"| {t.name} | {t.wanted} | {t.measured:.4g} | {'met' if t.met else '**not met**'} |" for t in found
     )
@@ -207,7 +278,7 @@ These are the three models in this folder, made by one command from nothing:
 python -m tools.convert reference
 ```
 
-**They are trained on synthetic scenes only** (the appliance's own simulated world: drawn people
+**{trained}** (the appliance's own simulated world: drawn people
 in drawn corridors, shops, rooms and entrances) and are **not for real cameras**. They exist so
 that the appliance runs end to end, offline, with measured behaviour, and to show the toolchain
 at work. Make real ones from real data with the same toolchain (see "Making real models" below).
@@ -219,7 +290,7 @@ at work. Make real ones from real data with the same toolchain (see "Making real
 All are full-integer int8 TFLite, converted with `tools.convert` (calibrated on training frames,
 checked against the float model on held-out ones).
 
-## Training data
+{detector_section}## Training data
 
 {plan["train_images"]} random snapshots of the synthetic world (640 x 480; seed {plan["seeds"]["train"]}): places, camera
 poses, day, dusk and infrared night, flicker, drifting shadows and swaying clutter; 0 to 5 people
@@ -277,6 +348,23 @@ committed models on it and on the scenarios, and holds them to this card.
 
 Calibrate on frames of the scene the cameras will watch (`--calib DIR`).
 """
+
+
+def refresh_card(out: Path) -> bool:
+    """After a conversion into ``out``: a folder with a model card (and its metrics.json) gets its card
+    written again, so that it describes the models now there. False when the folder has none."""
+    path = out / "metrics.json"
+    if not path.is_file() or not (out / "README.md").is_file():
+        return False
+    metrics = json.loads(path.read_text())
+    converted = converted_detector(out)
+    if converted is not None:  # its detector figures are of a model no longer here: say so where they are
+        metrics["detector_replaced"] = {"command": converted["command"], "record": "detector.json"}
+    else:
+        metrics.pop("detector_replaced", None)
+    path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_card(out, metrics)
+    return True
 
 
 def write_card(out: Path, metrics: dict[str, Any]) -> None:

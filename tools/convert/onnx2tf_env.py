@@ -87,7 +87,8 @@ def find_python() -> str:
     raise ConvertError(f"onnx2tf needs Python 3.12 or newer and none was found; {INSTALL_HINT}")
 
 
-def _stamp() -> str:
+def stamp() -> str:
+    """What the environment holds, as one line: it is remade when this changes."""
     return " ".join((*REQUIREMENTS, "--no-deps", *WITHOUT_DEPENDENCIES))
 
 
@@ -110,9 +111,9 @@ def _run(command: list[str], what: str) -> None:
 def ensure_environment(say: Callable[[str], None] = print) -> Path:
     """The environment's ``bin`` folder, after making or updating it if its requirements changed."""
     folder = venv_dir()
-    stamp = folder / ".installed"
+    installed = folder / ".installed"
     with _locked(folder):
-        if stamp.is_file() and stamp.read_text().strip() == _stamp():
+        if installed.is_file() and installed.read_text().strip() == stamp():
             return folder / "bin"
         python = find_python()
         say(f"making the onnx2tf environment in {folder} with {python} (once; a few minutes, about 2 GB)")
@@ -121,6 +122,6 @@ def ensure_environment(say: Callable[[str], None] = print) -> Path:
         pip = [str(folder / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         _run([*pip, *REQUIREMENTS], f"pip install {' '.join(REQUIREMENTS)} into {folder}")
         _run([*pip, "--no-deps", *WITHOUT_DEPENDENCIES], f"pip install {' '.join(WITHOUT_DEPENDENCIES)}")
-        stamp.write_text(_stamp() + "\n")
+        installed.write_text(stamp() + "\n")
         say(f"the onnx2tf environment is ready: {folder}")
     return folder / "bin"

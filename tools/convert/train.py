@@ -98,7 +98,9 @@ def detector(
         train_detector(data, recipe).save(model)
         labels.write_text("\n".join(data.names) + "\n")
         (to.work / "detector.trained").touch()
-    return _convert(to, DetectorConversion("person", "auto"), {"model": model}, {"labels": labels}, calib or images)[0]
+    return _convert(
+        to, DetectorConversion(("person",), (), "auto"), {"model": model}, {"labels": labels}, calib or images
+    )[0]
 
 
 def _measured(to: Destination) -> Destination:
