@@ -26,8 +26,15 @@ BOX_MOVED_SHARE = 0.02  # share of a box's tiny pixels (one at least) that must 
 Mask = npt.NDArray[np.bool_]
 
 
+def _tiny(image: Image, samples: Image, samples_grey: Image, grey: Image) -> None:
+    """``image`` as the 64x48 grey image, into ``grey`` (the other arrays are scratch space)."""
+    cv2.resize(image, MOTION_SAMPLES, dst=samples, interpolation=cv2.INTER_NEAREST)
+    cv2.cvtColor(samples, cv2.COLOR_BGR2GRAY, dst=samples_grey)
+    cv2.resize(samples_grey, MOTION_SIZE, dst=grey, interpolation=cv2.INTER_AREA)
+
+
 class _TinyGrey:
-    """The frame as a 64x48 grey image, compared with the previous one."""
+    """Frames as 64x48 grey images, each compared with the one before."""
 
     def __init__(self) -> None:
         self._previous: Image | None = None
@@ -38,9 +45,7 @@ class _TinyGrey:
 
     def changed(self, image: Image) -> Mask | None:
         """The tiny pixels that changed by more than MOTION_LEVEL since the previous image; None for the first."""
-        cv2.resize(image, MOTION_SAMPLES, dst=self._samples, interpolation=cv2.INTER_NEAREST)
-        cv2.cvtColor(self._samples, cv2.COLOR_BGR2GRAY, dst=self._samples_grey)
-        cv2.resize(self._samples_grey, MOTION_SIZE, dst=self._grey, interpolation=cv2.INTER_AREA)
+        _tiny(image, self._samples, self._samples_grey, self._grey)
         previous = self._previous
         if previous is None:
             self._previous = self._grey.copy()
@@ -65,27 +70,40 @@ class MotionGate:
 
 
 class BoxMotion:
-    """Which boxes of a detection lie where the picture changed since the camera's previous detection."""
+    """Which boxes of a detection lie where the picture changed since the camera's previous detection.
+
+    The comparison is made only when a box is asked about (someone arriving), not at every detection:
+    an empty scene and a present person cost nothing here.
+    """
 
     def __init__(self) -> None:
-        self._tiny = _TinyGrey()
+        self._previous: Image | None = None
+        self._image: Image | None = None
         self._changed: Mask | None = None
-        self._size = (1, 1)
+        self._tiny = _TinyGrey()
 
     def update(self, image: Image) -> None:
-        """Take the newest detected frame of the camera."""
-        self._changed = self._tiny.changed(image)
-        self._size = (image.shape[1], image.shape[0])
+        """Take the newest detected frame of the camera (kept by reference, not copied)."""
+        self._previous, self._image, self._changed = self._image, image, None
+
+    def _mask(self) -> Mask | None:
+        if self._changed is None and self._previous is not None and self._image is not None:
+            self._tiny = _TinyGrey()
+            self._tiny.changed(self._previous)
+            self._changed = self._tiny.changed(self._image)
+        return self._changed
 
     def moved(self, detection: Detection) -> bool:
         """Whether the box's tiny pixels changed (at least BOX_MOVED_SHARE of them, and one); on a camera's
         first frame every box did, as the scheduler's gate counts a first frame as motion: someone already
         walking is not kept waiting, and a still picture gives one sure sighting, never the second."""
-        if self._changed is None:
+        changed = self._mask()
+        if changed is None:
             return True
+        height, width = self._image.shape[:2] if self._image is not None else (1, 1)
         x1, y1, x2, y2 = detection.box
-        sx, sy = MOTION_SIZE[0] / self._size[0], MOTION_SIZE[1] / self._size[1]
+        sx, sy = MOTION_SIZE[0] / width, MOTION_SIZE[1] / height
         left, top = max(0, int(x1 * sx)), max(0, int(y1 * sy))
         right, bottom = min(MOTION_SIZE[0], int(np.ceil(x2 * sx))), min(MOTION_SIZE[1], int(np.ceil(y2 * sy)))
-        cells = self._changed[top:bottom, left:right]
+        cells = changed[top:bottom, left:right]
         return cells.size > 0 and int(np.count_nonzero(cells)) >= max(1.0, BOX_MOVED_SHARE * cells.size)

@@ -74,7 +74,10 @@ class PresenceTracker:
         self.persons = len(self.people)
         seen = self.persons > 0
         s = self.settings
-        self._recent.append(any(d.score >= s.confirm_score and (not s.moving or moved(d)) for d in self.people))
+        # Sure sightings count only towards presence: once present they need not be told (nor moved asked).
+        self._recent.append(
+            not self.present and any(d.score >= s.confirm_score and (not s.moving or moved(d)) for d in self.people)
+        )
         if seen:
             self.last_seen = time
         if not self.present and sum(self._recent) >= self.settings.hits:
