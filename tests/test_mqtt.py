@@ -657,3 +657,29 @@ def test_watch_survives_unreadable_payloads() -> None:
     assert "(unreadable)" in describe("t/dev/cam0/event", b'{"phase": "start"}', now)
     assert describe("t/x", b"1", now) == f"{clock(now)} t/x  (not an appliance topic)"
     assert describe("t/dev/status", b"offline", now) == f"{clock(now)} dev status   offline"
+
+
+def test_with_the_default_back_off_the_publisher_is_back_within_5_s_of_the_broker(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """A broker away long enough for the back-off to reach its cap (here 15 s), then back."""
+    box = Outbox(tmp_path / "outbox.sqlite", 100)
+    defaults = MqttSettings()
+    publisher = Publisher(
+        MqttSettings(broker.host, broker.port, client_id="appliance-dev", keepalive=2), TOPICS, box, None
+    )
+    publisher.start()
+    try:
+        wait_until(lambda: publisher.connected)
+        broker.stop()
+        wait_until(lambda: not publisher.connected)
+        time.sleep(15.0)
+        broker.start()
+        began = time.monotonic()
+        wait_until(lambda: publisher.connected, timeout=30)
+        took = time.monotonic() - began
+    finally:
+        publisher.stop()
+        box.close()
+    print(f"back {took:.2f} s after the broker (back-off {defaults.reconnect_min} to {defaults.reconnect_max} s)")
+    assert took < 5.0

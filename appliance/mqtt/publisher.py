@@ -14,6 +14,7 @@ messages of its own from an old session, so the outbox is the one source of (re)
 from __future__ import annotations
 
 import logging
+import random
 import ssl
 import threading
 from collections.abc import Callable, Iterable
@@ -52,8 +53,11 @@ class MqttSettings:
     key_file: Path | None = None
     client_id: str = ""  # empty: the broker assigns one (no session kept)
     keepalive: int = 60
-    reconnect_min: float = 1.0  # back-off between connection attempts, doubling up to the max
-    reconnect_max: float = 60.0
+    # Back-off between connection attempts, doubling up to the max, less up to a quarter at random (so
+    # that appliances that lost one broker do not all knock at once): back within 4 s of the broker,
+    # at the cost of a refused connection every 3 to 4 s while it is away.
+    reconnect_min: float = 0.5
+    reconnect_max: float = 4.0
     connect_timeout: float = 5.0
 
     @classmethod
@@ -178,7 +182,7 @@ class Publisher:
                 established = False
             self._connected = False
             delay = self.settings.reconnect_min if established else min(delay * 2, self.settings.reconnect_max)
-            self._stopping.wait(delay)
+            self._stopping.wait(delay * random.uniform(0.75, 1.0))
 
     def _greeting(self) -> list[Message]:
         """What to publish on each connect before the outbox: ``online``, then the on_connect messages."""
