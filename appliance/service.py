@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.cameras.grabber import OK, Grabber, GrabberStats
+from appliance.cameras.grabber import Grabber, GrabberStats
 from appliance.cameras.registry import open_source
 from appliance.cameras.source import SourceSettings
 from appliance.cameras.uri import CameraUri
@@ -49,6 +49,7 @@ from appliance.scheduler import Scheduler
 log = logging.getLogger(__name__)
 
 FIRST_FRAME_WAIT = 15.0  # seconds READY waits at most for every camera's first frame or first failure
+DESCRIBE_HUNG_S = 60.0  # one keyframe described for longer than this (a caption takes under a second) is a hang
 # The loop sleeps until the next detection tick or a finished description; this bounds how late it
 # sees a stop request.
 LONGEST_WAIT = 0.25
@@ -355,8 +356,8 @@ class Service:
                 manager.on_description(description)
             if describer.error is not None:
                 raise ApplianceError(f"the describer failed: {describer.error}")
-            if any(c.grabber.state == OK and not c.grabber.stalled(now) for c in cameras):
-                self.notifier.watchdog(now)  # only while frames really flow: else systemd restarts the service
+            if self._healthy(cameras, describer, now):
+                self.notifier.watchdog(now)
             if clips is not None and now >= next_retention:
                 clips.enforce()
                 next_retention = now + 300.0
@@ -373,6 +374,17 @@ class Service:
             if describer.finished.wait(min(LONGEST_WAIT, max(0.0, next_tick - time.monotonic()))):
                 describer.finished.clear()  # before the next results(): a later description sets it again
         return 0
+
+    def _healthy(self, cameras: list[_Camera], describer: Describer, now: float) -> bool:
+        """Whether systemd's watchdog may be pinged: this loop runs (it is asking), and no thread of the
+        service hangs. A camera that fails is reported and retried by its grabber, which a restart would not
+        mend (a dead IP camera); a read blocked beyond every timeout, a describer stuck on one keyframe or a
+        publisher thread gone are what a restart can mend."""
+        return (
+            not any(c.grabber.hung(now) for c in cameras)
+            and not describer.stuck(now, DESCRIBE_HUNG_S)
+            and self.publisher.alive
+        )
 
     def _stats(
         self,

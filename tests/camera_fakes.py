@@ -154,6 +154,7 @@ class Run:
     start_error: BaseException | None = None  # raised by ``start``
     frames: int | None = None  # frames it gives (None: endless) ...
     then: BaseException | None = None  # ... before ``read`` raises this; None: before it ends
+    hang: threading.Event | None = None  # ... or before ``read`` blocks until this is set (a driver that hangs)
 
 
 class ScriptedSource(CameraSource):
@@ -174,6 +175,8 @@ class ScriptedSource(CameraSource):
         if self.run.frames is None or self.frames < self.run.frames:
             self.frames += 1
             return np.full((24, 32, 3), (self.frames - 1) * 10 % 250, np.uint8)
+        if self.run.hang is not None:
+            self.run.hang.wait()
         if self.run.then is not None:
             raise self.run.then
         return None

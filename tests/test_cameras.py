@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import pytest
 
-from appliance.cameras.grabber import ENDED, FAILED, OK, Grabber
+from appliance.cameras.grabber import ENDED, FAILED, HUNG_S, OK, Grabber
 from appliance.cameras.opencv import OpenCvSource, masked
 from appliance.cameras.picamera2 import Picamera2Source, lores_size
 from appliance.cameras.registry import SOURCES, open_source
@@ -550,3 +550,25 @@ def test_a_grabber_with_frames_that_stopped_coming_is_stalled() -> None:
     assert not grabber.stalled()
     assert grabber.stalled(now=frame.time + 5.1 + 1)
     grabber.stop()
+
+
+def test_a_read_blocked_past_every_timeout_is_a_hang_and_a_failing_camera_is_not() -> None:
+    """What the service's watchdog asks: a camera that fails is retried (a restart would not mend it),
+    a read that never returns is a hung thread (a restart may)."""
+    release = threading.Event()
+    blocked = Grabber(0, "cam0", Script(Run(frames=3, hang=release)))
+    failing = Grabber(1, "cam1", Script(Run(start_error=CameraError("unplugged"))), backoff=0.05)
+    blocked.start()
+    failing.start()
+    try:
+        assert blocked.wait_next(1, timeout=5) is not None  # the third of its three frames
+        wait_until(lambda: failing.state == FAILED)
+        now = time.monotonic()
+        assert blocked.stalled(now + 6.0)
+        assert not blocked.hung(now + 6.0)  # a stall is reported; within the sources' own timeouts, not a hang
+        assert blocked.hung(now + HUNG_S + 1.0)
+        assert not failing.hung(now + HUNG_S + 1.0)
+    finally:
+        release.set()
+        blocked.stop()
+        failing.stop()

@@ -6,8 +6,11 @@ import gc
 import json
 import math
 import socket
+import threading
+import time
 import weakref
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,8 +20,9 @@ from appliance.events.describer import Describer, Description, Keyframe
 from appliance.events.manager import CameraOutputs, EventManager, EventSettings, alert_of
 from appliance.events.presence import PresenceSettings, PresenceTracker
 from appliance.events.reports import AlertReport, CaptionReport, EventReport, PersonState, Report
-from appliance.inference.captioner import Caption
+from appliance.inference.captioner import Caption, Captioner
 from appliance.inference.detector import Detection
+from appliance.inference.imaging import Image
 from appliance.motion import BoxMotion, MotionGate
 from appliance.mqtt.topics import Topics
 from appliance.notify import Notifier
@@ -503,3 +507,36 @@ def test_without_the_motion_rule_a_still_sure_box_makes_a_person_present() -> No
         change = tracker.update([_box_at(300)], AREA, step * 0.125, motion.moved)
     assert change is not None
     assert change.present
+
+
+class _BlockingCaptioner(Captioner):
+    """A captioner that never finishes until released: a describer hung in a model."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    @property
+    def models(self) -> dict[str, Any]:
+        return {}
+
+    def caption(self, frame: Image) -> Caption:
+        self.entered.set()
+        self.release.wait()
+        return Caption("done", (), -0.5)
+
+
+def test_a_describer_stuck_on_one_keyframe_is_told_apart_from_a_busy_one() -> None:
+    captioner = _BlockingCaptioner()
+    describer = Describer(None, captioner)
+    describer.start()
+    try:
+        assert not describer.stuck(time.monotonic() + 120.0, 60.0)  # idle: waiting for work is no hang
+        describer.submit(Keyframe("e", 0, frame(0, 0.0), (), 0.9))
+        assert captioner.entered.wait(5)
+        now = time.monotonic()
+        assert not describer.stuck(now + 5.0, 60.0)
+        assert describer.stuck(now + 61.0, 60.0)
+    finally:
+        captioner.release.set()
+        describer.stop()
+    assert describer.stuck(time.monotonic(), 60.0)  # a thread that has ended is stuck for good

@@ -291,3 +291,58 @@ def test_two_minutes_of_nobody_start_no_event(broker: Broker, tmp_path: Path) ->
     assert sensors == []
     assert events == []
     assert list((tmp_path / "data").rglob("*.mp4")) == []
+
+
+def test_with_both_cameras_dead_the_watchdog_is_still_pinged_and_the_cameras_reported(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """A restart cannot mend a dead camera: the service reports it, retries it, and keeps pinging systemd
+    (before, no frames meant no pings, a kill every minute, and the unit `failed` after the start limit)."""
+    with socket.socket() as probe:  # a port nobody listens on: an IP camera that is off
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    env = tmp_path / "appliance.env"
+    env.write_text(
+        f"APPLIANCE_CAMERA_0=file:{tmp_path / 'unplugged.mp4'}\n"
+        f"APPLIANCE_CAMERA_1=rtsp://127.0.0.1:{closed}/stream\n"
+        f"APPLIANCE_MQTT_HOST=127.0.0.1\nAPPLIANCE_MQTT_PORT={broker.port}\nAPPLIANCE_MQTT_PREFIX=dead\n"
+        f"APPLIANCE_DEVICE_ID=pi\nAPPLIANCE_DATA_DIR={tmp_path / 'data'}\nAPPLIANCE_THREADS=1\n"
+    )
+    notify_path = str(tmp_path / "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.settimeout(0.2)
+    subscriber = Collector(broker, "dead/#")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    environ |= {"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "4000000"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "run", "--env-file", str(env)], env=environ, cwd=ROOT, text=True
+    )
+    notifications: list[tuple[float, str]] = []
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                notifications.append((time.monotonic(), notify.recv(512).decode()))
+            readied = [t for t, text in notifications if text.startswith("READY=1")]
+            if readied and time.monotonic() - readied[0] > 12:
+                break
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        notify.close()
+    try:
+        states = {
+            camera: [json.loads(m.payload)["state"] for m in subscriber.on(f"dead/pi/{camera}/state")]
+            for camera in ("cam0", "cam1")
+        }
+    finally:
+        subscriber.close()
+    assert states == {"cam0": ["failed"], "cam1": ["failed"]}
+    texts = [text for _, text in notifications]
+    ready = next(i for i, text in enumerate(texts) if text.startswith("READY=1"))
+    pings = [t for t, text in notifications[ready:] if text == "WATCHDOG=1"]
+    assert len(pings) >= 5
+    assert max(b - a for a, b in itertools.pairwise([notifications[ready][0], *pings])) < 4.0

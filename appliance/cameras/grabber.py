@@ -27,6 +27,9 @@ FrameListener = Callable[[Frame], None]
 StateListener = Callable[[str, str | None], None]
 _RATE_WINDOW = 30  # frames over which the measured rate is averaged
 STALL_S = 5.0  # no frame for this long (or ten frame periods, if longer) is a stall
+# A read that has not returned for this long has outlived every source's own timeout (10 s for
+# streams): the thread is hung, which a restart of the process may mend.
+HUNG_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,10 @@ class Grabber:
             return False
         limit = max(STALL_S, 10.0 / self._source_fps) if self._source_fps else STALL_S
         return (time.monotonic() if now is None else now) - self._times[-1] > limit
+
+    def hung(self, now: float) -> bool:
+        """Whether a read has been blocked for more than HUNG_S (a camera that fails and is retried is not hung)."""
+        return self.stalled(now) and bool(self._times) and now - self._times[-1] > HUNG_S
 
     def _run(self) -> None:
         delay = self.backoff

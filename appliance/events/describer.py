@@ -53,7 +53,7 @@ class Describer:
         self._pending: Keyframe | None = None
         self._results: deque[Description] = deque(maxlen=MAX_RESULTS)
         self._stopping = False
-        self._busy = False  # a keyframe is being described
+        self._busy_since: float | None = None  # time.monotonic() when the keyframe being described was taken
         self._thread = threading.Thread(target=self._run, name="describer", daemon=True)
         self.replaced = 0  # keyframes dropped for a newer one before they were described
         self.described = 0
@@ -91,7 +91,13 @@ class Describer:
     @property
     def idle(self) -> bool:
         with self._lock:
-            return self._pending is None and not self._busy
+            return self._pending is None and self._busy_since is None
+
+    def stuck(self, now: float, limit: float) -> bool:
+        """Whether the thread is gone or has been describing one keyframe for more than ``limit`` seconds."""
+        with self._lock:
+            busy_since = self._busy_since
+        return not self.alive or (busy_since is not None and now - busy_since > limit)
 
     def _run(self) -> None:
         try:
@@ -102,12 +108,12 @@ class Describer:
                     if self._stopping:
                         return
                     keyframe, self._pending = self._pending, None
-                    self._busy = True
+                    self._busy_since = time.monotonic()
                 assert keyframe is not None
                 description = self.describe(keyframe)
                 with self._lock:
                     self._results.append(description)
-                    self._busy = False
+                    self._busy_since = None
                     self.described += 1
                 self.finished.set()
         except Exception as error:  # reported to the service, which decides (it exits for systemd to restart)

@@ -163,6 +163,11 @@ class Publisher:
         for message in self.topics.messages_for(report):
             self.send(message)
 
+    @property
+    def alive(self) -> bool:
+        """Whether the publisher's thread runs (it ends only with ``stop``: anything else is a fault)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
         """Say ``offline`` (retained), disconnect cleanly and end the thread; the outbox keeps the rest."""
         self._stopping.set()
