@@ -17,7 +17,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance.config import Config
 from appliance.errors import ConfigError
@@ -659,6 +661,55 @@ def test_watch_survives_unreadable_payloads() -> None:
     assert describe("t/dev/status", b"offline", now) == f"{clock(now)} dev status   offline"
 
 
+def test_watch_shows_absurd_times_as_received_and_escapes_control_characters() -> None:
+    now = T0
+    for ts in ("1e20", "-1e300", "NaN", "Infinity", '"soon"', "true"):
+        line = describe("t/dev/cam0/state", f'{{"ts": {ts}, "state": "ok"}}'.encode(), now)
+        assert line == f"{clock(now)} dev/cam0 state    ok", ts
+    payload = json.dumps({"ts": T0, "caption": "a person\x1b[2J\x1b]0;owned\x07 in red\nnext", "alert": "none"})
+    line = describe("t/dev/cam0/caption", payload.encode(), now)
+    assert line == f"{clock(T0)} dev/cam0 caption  a person\\x1b[2J\\x1b]0;owned\\x07 in red\\nnext"
+    assert line.isprintable()
+    assert describe("t/dev\x1b[31m/cam0/state", b"{}", now).isprintable()
+
+
+def test_watch_goes_on_after_any_payload(broker: Broker) -> None:
+    """Anyone who may publish on the broker can send anything; the line after it still comes."""
+    out = io.StringIO()
+    result: list[int] = []
+    thread = threading.Thread(
+        target=lambda: result.append(run_watch(watch_args(broker), Config(), out, max_messages=7)), daemon=True
+    )
+    thread.start()
+    wait_until(lambda: "-- watching t/+/..." in out.getvalue())
+    hostile = [
+        b'{"ts": 1e20, "state": "ok"}',
+        b'{"ts": NaN, "phase": "start", "event_id": "x", "persons": NaN}',
+        b'{"ts": 1, "caption": {"nested": [1, 2]}, "alert": ["x"]}',
+        b"\xff\xfe\x00\x1b[2J",
+        b'{"ts": 1, "level": 7, "reasons": "x"}',
+        b"[" * 100_000,  # deeper than the JSON reader will go
+    ]
+    topics = ["state", "event", "caption", "caption", "alert", "event"]
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="hostile")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        for topic, payload in zip(topics, hostile, strict=True):
+            name = "t/dev/alert" if topic == "alert" else f"t/dev/cam0/{topic}"
+            client.publish(name, payload, qos=1).wait_for_publish(5)
+        client.publish("t/dev/cam0/state", json.dumps({"ts": T0, "state": "ok"}), qos=1).wait_for_publish(5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    thread.join(10)
+    assert result == [0]
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 8  # the connection line, six hostile payloads, and the plain one after them
+    assert lines[-1] == f"{clock(T0)} dev/cam0 state    ok"
+    assert all(line.isprintable() for line in lines)
+
+
 def test_with_the_default_back_off_the_publisher_is_back_within_5_s_of_the_broker(
     broker: Broker, tmp_path: Path
 ) -> None:
@@ -683,3 +734,28 @@ def test_with_the_default_back_off_the_publisher_is_back_within_5_s_of_the_broke
         box.close()
     print(f"back {took:.2f} s after the broker (back-off {defaults.reconnect_min} to {defaults.reconnect_max} s)")
     assert took < 5.0
+
+
+def test_watch_reads_its_password_from_a_file_not_the_command_line(tmp_path: Path) -> None:
+    passwords = tmp_path / "passwords"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "guard", "s3cret/with:odd@chars"], check=True)
+    broker = Broker(tmp_path, f"password_file {passwords}", allow_anonymous=False)
+    broker.start()
+
+    def first_line(secret: str) -> str:
+        (tmp_path / "password").write_text(secret)
+        out, stop = io.StringIO(), threading.Event()
+        args = watch_args(broker, "--user", "guard", "--password-file", str(tmp_path / "password"))
+        thread = threading.Thread(target=run_watch, args=(args, Config(), out, stop), daemon=True)
+        thread.start()
+        wait_until(lambda: "-- " in out.getvalue())
+        stop.set()
+        thread.join(10)
+        assert "s3cret" not in out.getvalue()
+        return out.getvalue().splitlines()[0]
+
+    try:
+        assert first_line("s3cret/with:odd@chars\n").startswith("-- watching")
+        assert "refused the connection (Not authorized)" in first_line("wrong\n")
+    finally:
+        broker.stop()

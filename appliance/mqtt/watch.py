@@ -3,13 +3,16 @@
     14:03:12 kitchen/cam0 caption  a person is holding a knife  (alarm: word:knife, violence:0.82)
 
 Times are the messages' own, in local time. Lines starting with ``--`` are about the connection.
-A payload it cannot read becomes a short line naming the topic; it never ends the watch.
+A payload it cannot read becomes a short line naming the topic; it never ends the watch: anyone
+who may publish on the broker can send anything (a time of 1e20 or NaN, control characters that
+would drive the terminal), and it is printed escaped, or not at all.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +24,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.config import Config
+from appliance.errors import ConfigError
 from appliance.mqtt.publisher import MqttSettings, make_client
 
 T = TypeVar("T")
@@ -31,7 +35,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="broker host (default: APPLIANCE_MQTT_HOST)")
     parser.add_argument("--port", type=int, help="broker port (default: APPLIANCE_MQTT_PORT)")
     parser.add_argument("--user", help="user name (default: APPLIANCE_MQTT_USER)")
-    parser.add_argument("--password", help="password (default: APPLIANCE_MQTT_PASSWORD)")
+    parser.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="FILE",
+        help="read the password from FILE's first line (default: APPLIANCE_MQTT_PASSWORD, from the environment or "
+        "--env-file)",
+    )
+    parser.add_argument(
+        "--password",
+        help="the password itself: other users of the machine see it in the process list; prefer the above",
+    )
     parser.add_argument(
         "--tls",
         action=argparse.BooleanOptionalAction,
@@ -47,6 +61,18 @@ def _given(value: T | None, default: T) -> T:
     return default if value is None else value
 
 
+def _password(args: argparse.Namespace, configured: str) -> str:
+    if args.password is not None:
+        return str(args.password)
+    if args.password_file is None:
+        return configured
+    try:
+        lines = Path(args.password_file).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"--password-file {args.password_file}: cannot read it ({error})") from None
+    return lines[0] if lines else ""
+
+
 def _settings(args: argparse.Namespace, config: Config) -> MqttSettings:
     base = MqttSettings.from_config(config, device="")
     return replace(
@@ -54,7 +80,7 @@ def _settings(args: argparse.Namespace, config: Config) -> MqttSettings:
         host=_given(args.host, base.host),
         port=_given(args.port, base.port),
         user=_given(args.user, base.user),
-        password=_given(args.password, base.password),
+        password=_password(args, base.password),
         tls=_given(args.tls, base.tls),
         ca_file=_given(args.ca_file, base.ca_file),
         client_id="",  # the broker names it: a watch must never take over the appliance's session
@@ -94,7 +120,12 @@ def run_watch(
         nonlocal printed
         if done.is_set():
             return
-        print(describe(message.topic, message.payload, time.time()), file=out, flush=True)
+        now = time.time()
+        try:
+            line = describe(message.topic, message.payload, now)
+        except Exception:  # whatever a payload holds, the watch goes on
+            line = printable(f"{_clock(now)} {message.topic}  (unreadable)")
+        print(line, file=out, flush=True)
         printed += 1
         if max_messages is not None and printed >= max_messages:
             done.set()
@@ -121,8 +152,18 @@ def run_watch(
     return 0
 
 
+def printable(text: str) -> str:
+    """``text`` with control and other unprintable characters escaped (``\\x1b``), safe for a terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def describe(topic: str, payload: bytes | bytearray, received: float) -> str:
-    """One line for a message on a watched topic; ``received`` stands in for a payload without a time."""
+    """One line for a message on a watched topic, escaped; ``received`` stands in for a payload without a
+    usable time."""
+    return printable(_describe(topic, payload, received))
+
+
+def _describe(topic: str, payload: bytes | bytearray, received: float) -> str:
     levels = topic.split("/")
     if len(levels) not in (3, 4):
         return f"{_clock(received)} {topic}  (not an appliance topic)"
@@ -141,11 +182,17 @@ def describe(topic: str, payload: bytes | bytearray, received: float) -> str:
     if kind == "alert" and isinstance(data.get("camera"), str):
         source = f"{device}/{data['camera']}"
     when = data.get("ts")
-    return f"{_clock(when if isinstance(when, int | float) else received)} {source} {kind:8} {body}"
+    if not isinstance(when, int | float) or isinstance(when, bool) or not math.isfinite(when):
+        when = received
+    return f"{_clock(when, received)} {source} {kind:8} {body}"
 
 
-def _clock(when: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(when))
+def _clock(when: float, fallback: float | None = None) -> str:
+    """``when`` as local HH:MM:SS; a time the clock cannot show (1e20) gives ``fallback``'s."""
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(when))
+    except (OverflowError, OSError, ValueError):
+        return _clock(fallback) if fallback is not None else "--:--:--"
 
 
 def _why(level: str, reasons: list[str]) -> str:
