@@ -18,6 +18,7 @@ from appliance import __version__
 from appliance.config import Config, as_env, load_config, markdown_table
 from appliance.errors import ApplianceError
 from appliance.logs import setup_logging
+from appliance.masking import mask_secrets
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -34,7 +35,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    sys.stdout.write(markdown_table() if args.table else as_env(_load(args)))
+    sys.stdout.write(markdown_table() if args.table else as_env(_load(args), reveal=args.show_secrets))
     return 0
 
 
@@ -136,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = command("config", "print the effective settings as an env file")
     config.add_argument("--table", action="store_true", help="print the settings table of the README instead")
+    config.add_argument(
+        "--show-secrets", action="store_true", help="print the MQTT password and the passwords in URIs as they are"
+    )
     config.set_defaults(handler=_config)
 
     sim = commands.add_parser("sim", help="the synthetic world: scenarios with ground truth, standing in for cameras")
@@ -155,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status: int = args.handler(args)
     except ApplianceError as error:
-        print(f"appliance: {error}", file=sys.stderr)
+        print(f"appliance: {mask_secrets(str(error))}", file=sys.stderr)
         return error.exit_status
     except KeyboardInterrupt:
         return 130

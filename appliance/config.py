@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from appliance.cameras.uri import CameraUri, describe_accepted
 from appliance.errors import ConfigError, InvalidValueError
+from appliance.masking import MASK, mask_secrets
 
 PREFIX = "APPLIANCE_"
 
@@ -172,6 +173,11 @@ class Text(Kind[str]):
 
     def parse(self, text: str) -> str:
         return text.strip()
+
+
+@dataclass(frozen=True)
+class Secret(Text):
+    """Text that is never shown: `appliance config` prints ``***`` for it unless asked."""
 
 
 @dataclass(frozen=True)
@@ -360,7 +366,7 @@ class Config:
     mqtt_host: str = setting(Text(), "localhost", "MQTT broker host name or address.")
     mqtt_port: int = setting(Int(1, 65535), "1883", "MQTT broker port (8883 is usual with TLS).")
     mqtt_user: str = setting(Text(), "", "MQTT user name; empty: connect without one.")
-    mqtt_password: str = setting(Text(), "", "MQTT password.")
+    mqtt_password: str = setting(Secret(), "", "MQTT password (never printed by `appliance config` unless asked).")
     mqtt_tls: bool = setting(Flag(), "0", "Connect with TLS.")
     mqtt_ca_file: Path | None = setting(
         OptionalPath(), "", "CA certificate file for TLS; empty: the system's certificates."
@@ -461,12 +467,16 @@ def load_config(environ: Mapping[str, str], env_file: Path | None = None) -> Con
     return parse_config(values)
 
 
-def as_env(config: Config) -> str:
-    """``config`` written as an env file that loads back to the same config."""
+def as_env(config: Config, reveal: bool = True) -> str:
+    """``config`` written as an env file that loads back to the same config; without ``reveal``, with
+    every secret masked (a Secret setting's value, and the passwords in URIs)."""
     lines = []
     for s in SETTINGS:
         value = getattr(config, s.field)
-        lines.append(f"{s.key}={'' if value is None else s.kind.format(value)}")
+        text = "" if value is None else s.kind.format(value)
+        if not reveal:
+            text = MASK if isinstance(s.kind, Secret) and text else mask_secrets(text)
+        lines.append(f"{s.key}={text}")
     return "\n".join(lines) + "\n"
 
 

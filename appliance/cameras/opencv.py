@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 
 import cv2
 import numpy as np
@@ -18,6 +17,7 @@ import numpy as np
 from appliance.cameras.source import CameraError, CameraSource
 from appliance.cameras.uri import NETWORK
 from appliance.inference.imaging import Image
+from appliance.masking import mask_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -25,13 +25,6 @@ OPEN_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 10.0
 # Rates outside this range are a container's or a driver's placeholder (0, or RTP's 90000 Hz clock).
 _SANE_FPS = (0.5, 240.0)
-
-_PASSWORD = re.compile(r"//([^/@:]*):[^/]*@")  # to the last @ of the host part: passwords may hold one
-
-
-def masked(text: str) -> str:
-    """``text`` with the password of a ``scheme://user:password@host`` URI replaced by ``***``."""
-    return _PASSWORD.sub(r"//\1:***@", text)
 
 
 def sane_fps(reported: float, fallback: float) -> float:
@@ -58,7 +51,7 @@ class OpenCvSource(CameraSource):
     @property
     def name(self) -> str:
         """The URI as it may be logged: without its password."""
-        return masked(self.uri.text)
+        return mask_secrets(self.uri.text)
 
     @property
     def fps(self) -> float:

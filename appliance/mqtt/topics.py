@@ -31,6 +31,7 @@ from appliance.events.reports import (
     PersonState,
     Report,
 )
+from appliance.masking import mask_secrets
 
 PAYLOAD_VERSION = 1
 ONLINE, OFFLINE = "online", "offline"
@@ -128,7 +129,8 @@ class Topics:
             }
             return [Message(self.alert(), self._json(report.time, fields))]
         if isinstance(report, CameraReport):
-            fields = {"camera": report.camera, "state": report.state, "error": report.error}
+            error = mask_secrets(report.error) if report.error is not None else None
+            fields = {"camera": report.camera, "state": report.state, "error": error}
             return [Message(self.camera(report.camera), self._json(report.time, fields), retain=True)]
         assert_never(report)
 
