@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
 import numpy as np
@@ -13,7 +14,7 @@ from appliance.config import Config
 from appliance.errors import ModelError
 from appliance.inference.detector import Detector
 from appliance.inference.runtime import select_runtime, thread_count
-from appliance.service import load_configured_models, presence_scores
+from appliance.service import prepare, presence_scores
 
 CHECK_FRAME = (480, 640)  # height, width of the synthetic frame timed end to end
 
@@ -49,9 +50,10 @@ def describe_detector(config: Config, detector: Detector) -> str:
     )
 
 
-def run_check(config: Config, out: TextIO, repeats: int = 5) -> None:
-    """Load and run every model slot; raises ModelError (or ConfigError) on the first problem."""
-    models = load_configured_models(config)
+def run_check(config: Config, out: TextIO, repeats: int = 5, environ: Mapping[str, str] | None = None) -> None:
+    """Every check `run` makes before it opens a camera or the broker (service.prepare), then load and run
+    every model slot; raises ConfigError or ModelError on the first problem."""
+    models = prepare(config, os.environ if environ is None else environ).models
     slots = models.slots()
     if not slots:
         raise ModelError(f"{models.manifest.path}: lists no model slots")

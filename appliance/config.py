@@ -13,6 +13,8 @@ file is the only I/O and happens before it.
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -180,24 +182,57 @@ class Secret(Text):
     """Text that is never shown: `appliance config` prints ``***`` for it unless asked."""
 
 
+NAME_LENGTH = 64  # a topic level, a Home Assistant id and a clip's file name are made of names
+
+
 @dataclass(frozen=True)
 class Name(Kind[str]):
-    """A word fit for an MQTT topic level and a Home Assistant id; empty when ``optional``."""
+    """A word fit for an MQTT topic level, a Home Assistant id and a file name; empty when ``optional``."""
 
     optional: bool = False
 
     @property
     def accepts(self) -> str:
-        word = "letters, digits, '-' and '_' (no spaces, '/', '+' or '#')"
+        word = f"up to {NAME_LENGTH} letters, digits, '-' and '_' (no spaces, '/', '+' or '#')"
         return f"nothing, or {word}" if self.optional else word
 
     def parse(self, text: str) -> str:
         value = text.strip()
         if not value and self.optional:
             return value
-        if not value or not all(c.isascii() and (c.isalnum() or c in "-_") for c in value):
+        if not value or len(value) > NAME_LENGTH or not all(c.isascii() and (c.isalnum() or c in "-_") for c in value):
             raise ValueError("not a name")
         return value
+
+
+@dataclass(frozen=True)
+class Host(Kind[str]):
+    """A host name or an IP address: no scheme, port, path or blank (each would never connect)."""
+
+    @property
+    def accepts(self) -> str:
+        return "a host name or IP address, without a scheme or a port (the port is APPLIANCE_MQTT_PORT)"
+
+    def parse(self, text: str) -> str:
+        value = text.strip()
+        if value.startswith("[") and value.endswith("]"):  # an IPv6 address in brackets, as URLs write it
+            value = value[1:-1]
+        try:
+            ipaddress.ip_address(value)
+            return value
+        except ValueError:
+            pass
+        if "://" in value:
+            raise InvalidValueError("a scheme: give the host alone")
+        if re.fullmatch(r".+:\d+", value):
+            raise InvalidValueError("a port: give it as APPLIANCE_MQTT_PORT")
+        labels = value.rstrip(".").split(".")
+        if not value or len(value) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+            raise ValueError("not a host name")
+        return value
+
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -363,7 +398,7 @@ class Config:
     )
     record_max_days: float = setting(Float(0.0, 3650.0), "14", "Clips older than this many days are deleted; 0: never.")
     device_id: str = setting(Name(optional=True), "", "This appliance's id in MQTT topics; empty: the host name.")
-    mqtt_host: str = setting(Text(), "localhost", "MQTT broker host name or address.")
+    mqtt_host: str = setting(Host(), "localhost", "MQTT broker host name or address.")
     mqtt_port: int = setting(Int(1, 65535), "1883", "MQTT broker port (8883 is usual with TLS).")
     mqtt_user: str = setting(Text(), "", "MQTT user name; empty: connect without one.")
     mqtt_password: str = setting(Secret(), "", "MQTT password (never printed by `appliance config` unless asked).")
@@ -427,7 +462,13 @@ def parse_config(values: Mapping[str, str]) -> Config:
             problems.append(f"{s.key}={text!r} is not valid{why}: expected {s.kind.accepts}")
     if problems:
         raise ConfigError("; ".join(problems))
-    return Config(**parsed)
+    config = Config(**parsed)
+    if config.presence_hits > config.presence_window:
+        raise ConfigError(
+            f"APPLIANCE_PRESENCE_HITS={config.presence_hits} is more than APPLIANCE_PRESENCE_WINDOW="
+            f"{config.presence_window}: no window of detections could hold that many, so no event would ever start"
+        )
+    return config
 
 
 def read_env_file(path: Path) -> dict[str, str]:

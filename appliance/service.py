@@ -21,7 +21,7 @@ from pathlib import Path
 
 from appliance.cameras.grabber import Grabber, GrabberStats
 from appliance.cameras.registry import open_source
-from appliance.cameras.source import SourceSettings
+from appliance.cameras.source import CameraError, SourceSettings
 from appliance.cameras.uri import CameraUri
 from appliance.config import Config
 from appliance.errors import ApplianceError, ConfigError, ModelError
@@ -109,6 +109,49 @@ def camera_plan(config: Config) -> list[CameraPlan]:
             f"APPLIANCE_CAMERA_0_NAME and APPLIANCE_CAMERA_1_NAME are both {plan[0].name!r}: give each camera its own"
         )
     return plan
+
+
+def writable_folder(path: Path, key: str) -> None:
+    """Create ``path`` if need be and write a file into it; ConfigError naming ``key`` when that fails."""
+    probe = path / f".appliance-write-test-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"{key}: cannot write to {path}: {error.strerror or error}") from None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What start-up found usable, before any camera or the broker is opened."""
+
+    cameras: list[CameraPlan]
+    models: Models
+    data: Path  # the data folder: the outbox, and the clips unless APPLIANCE_RECORD_DIR says otherwise
+
+
+def prepare(config: Config, environ: Mapping[str, str]) -> Prepared:
+    """Every check `run` makes before it opens a camera or the broker, and `check` makes too: each camera
+    URI (what can be known without the device), the folders written to, the TLS files, the models and what
+    the settings ask of them. Raises ConfigError naming the key, or ModelError naming the file."""
+    plan = camera_plan(config)
+    for camera in plan:
+        try:
+            open_source(camera.uri, SourceSettings(*config.camera_size, config.camera_fps)).check()
+        except CameraError as error:
+            raise ConfigError(f"APPLIANCE_CAMERA_{camera.slot}: {error}") from None
+    folder = data_folder(config, environ)
+    writable_folder(folder, "APPLIANCE_DATA_DIR" if config.data_dir is not None else f"the data folder ({folder})")
+    if config.record:
+        clips = config.record_dir or folder / "clips"
+        writable_folder(clips, "APPLIANCE_RECORD_DIR" if config.record_dir is not None else "APPLIANCE_DATA_DIR")
+    MqttSettings.from_config(config, device_id(config.device_id)).tls_context()
+    models = load_configured_models(config)
+    if models.detector is None:
+        raise ModelError(f"{models.manifest.path}: no detector slot; the appliance needs one to see people")
+    check_alert_labels(config, models)
+    return Prepared(plan, models, folder)
 
 
 def check_alert_labels(config: Config, models: Models) -> None:
@@ -234,17 +277,10 @@ class Service:
 
     def run(self, stop: threading.Event) -> int:
         config = self.config
-        plan = camera_plan(config)
         self.notifier.status("loading models")
-        models = load_configured_models(config)
-        if models.detector is None:
-            raise ModelError(f"{models.manifest.path}: no detector slot; the appliance needs one to see people")
-        check_alert_labels(config, models)
-        folder = data_folder(config, self.environ)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise ConfigError(f"APPLIANCE_DATA_DIR: cannot create {folder}: {error.strerror or error}") from None
+        prepared = prepare(config, self.environ)
+        plan, models, folder = prepared.cameras, prepared.models, prepared.data
+        assert models.detector is not None
         names = [p.name for p in plan]
         self.publisher = Publisher(
             MqttSettings.from_config(config, self.device),

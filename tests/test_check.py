@@ -14,6 +14,22 @@ import numpy as np
 import pytest
 
 from appliance.cli import main
+from appliance.config import (
+    SETTINGS,
+    CameraSlot,
+    Choice,
+    Flag,
+    Float,
+    Host,
+    Int,
+    Name,
+    OptionalFloat,
+    OptionalPath,
+    Secret,
+    Size,
+    Text,
+    Words,
+)
 from appliance.inference.manifest import sha256_of
 from tests.conftest import ToyModels
 
@@ -234,3 +250,73 @@ def test_an_unknown_detector_label_is_a_config_error(
     assert status == 2
     expected = r"appliance: APPLIANCE_DETECT_LABELS: persn not among the detector's classes \(person, bag\)"
     assert re.fullmatch(expected, error_line(err))
+
+
+# --- every bad value `run` would reject or could not use, refused by `check` with its key named
+
+
+def _fuzz() -> list[tuple[str, str, dict[str, str]]]:
+    """(key, bad value, other settings it needs): a bad value for each kind of setting, several forms each,
+    and the values the fault-injection run found `check` passing while `run` rejected or could not use them."""
+    by_kind: dict[type, list[str]] = {
+        Int: ["abc", "1.5", "-1", "99999999", "", "0x10"],
+        Float: ["nan", "inf", "-1", "1e12", "x", ""],
+        OptionalFloat: ["nan", "-1", "2", "x"],
+        Choice: ["maybe", "", "info,debug"],
+        Words: [",", "a,,b", ""],
+        Flag: ["2", "maybe", ""],
+        Name: ["a b", "a/b", "#", "cam+1", "x" * 65, "caméra", ""],
+        Host: ["host:1883", "mqtt://host", "", "a b", "host/x", "-bad", "[::1]:1883"],
+        CameraSlot: ["usb:0", "rtsp:/x", "sim:no-such-scenario", "sim:shop-knife?view=7", "file:", "picamera2:x"],
+        Size: ["640", "641x480", "0x0", "640x480x3", "x"],
+    }
+    cases: list[tuple[str, str, dict[str, str]]] = []
+    for setting in SETTINGS:
+        kind = type(setting.kind)
+        for value in by_kind.get(kind, []):
+            if kind is Words and value == "" and setting.kind.optional:  # type: ignore[attr-defined]
+                continue  # empty is a valid list for an optional one
+            if kind is Name and value == "" and setting.kind.optional:  # type: ignore[attr-defined]
+                continue
+            cases.append((setting.key, value, {}))
+    under_a_file = "/etc/hostname/appliance"  # not writable even for root: a folder inside a file
+    cases += [
+        ("APPLIANCE_DATA_DIR", under_a_file, {}),
+        ("APPLIANCE_RECORD_DIR", under_a_file, {}),
+        ("APPLIANCE_MQTT_CA_FILE", "/nonexistent/ca.crt", {"APPLIANCE_MQTT_TLS": "1"}),
+        ("APPLIANCE_MQTT_CERT_FILE", "/nonexistent/client.crt", {"APPLIANCE_MQTT_TLS": "1"}),
+        ("APPLIANCE_PRESENCE_HITS", "5", {"APPLIANCE_PRESENCE_WINDOW": "4"}),
+        ("APPLIANCE_ALERT_LABELS", "knife", {}),
+        ("APPLIANCE_DETECT_LABELS", "car", {}),
+        ("APPLIANCE_CAMERA_1", "sim:no-such-scenario", {}),
+        ("APPLIANCE_CAMERA_0_NAME", "x" * 300, {}),
+    ]
+    return cases
+
+
+FUZZ = _fuzz()
+
+
+@pytest.mark.parametrize(("key", "value", "more"), FUZZ, ids=[f"{k}={v[:20]!r}" for k, v, _ in FUZZ])
+def test_check_refuses_every_bad_value_naming_its_key(
+    key: str, value: str, more: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = {
+        "APPLIANCE_CAMERA_0": "sim:shop-knife",
+        "APPLIANCE_DATA_DIR": str(tmp_path / "data"),
+        "APPLIANCE_THREADS": "1",
+        **more,
+        key: value,
+    }
+    env = tmp_path / "appliance.env"
+    env.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    assert main(["check", "--env-file", str(env), "--repeat", "1"]) == 2
+    line = error_line(capsys.readouterr().err)
+    assert key in line, line
+
+
+def test_the_fuzz_list_covers_every_setting_that_can_be_wrong() -> None:
+    fuzzed = {key for key, _, _ in FUZZ}
+    free = {s.key for s in SETTINGS if type(s.kind) in (Text, Secret, OptionalPath)}  # anything goes, or a path
+    assert {s.key for s in SETTINGS} - free <= fuzzed
+    print(f"{len(FUZZ)} bad values over {len(fuzzed)} settings")

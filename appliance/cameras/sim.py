@@ -53,11 +53,21 @@ class SimSource(CameraSource):
     def fps(self) -> float:
         return self.scenario.fps if self.scenario is not None else self.settings.fps
 
-    def start(self) -> None:
+    def check(self) -> None:
+        scenario = self._scenario()
+        if not 0 <= self.view < len(scenario.cameras):
+            raise CameraError(
+                f"{self.uri.text}: the scenario has {len(scenario.cameras)} camera(s), no view {self.view}"
+            )
+
+    def _scenario(self) -> Scenario:
         try:
-            scenario = load_scenario(self.uri.target)
+            return load_scenario(self.uri.target)
         except ConfigError as error:
             raise CameraError(f"{self.uri.text}: {error}") from None
+
+    def start(self) -> None:
+        scenario = self._scenario()
         try:
             self._renderer = Renderer(scenario, self.view, self.seed)
         except ValueError as error:  # no such view

@@ -52,6 +52,11 @@ class CameraSource(ABC):
         """Frames per second the source delivers (known after ``start``)."""
         return self.settings.fps
 
+    def check(self) -> None:  # noqa: B027  (most sources have nothing to check before they open)
+        """What can be known wrong without opening the device (a scenario that does not exist); raises
+        CameraError. `appliance check` and `run` call it at start-up: a camera that cannot be opened is
+        retried, one that can never be is a configuration error."""
+
     @abstractmethod
     def start(self) -> None:
         """Open the camera; raises CameraError naming the URI and the cause."""

@@ -85,13 +85,16 @@ class MqttSettings:
         try:
             context = ssl.create_default_context(cafile=self.ca_file)
         except OSError as error:
-            raise ConfigError(f"cannot use the MQTT CA file {self.ca_file}: {error}") from None
+            raise ConfigError(f"APPLIANCE_MQTT_CA_FILE: cannot use the MQTT CA file {self.ca_file}: {error}") from None
         if self.cert_file is not None:
             try:
                 context.load_cert_chain(self.cert_file, self.key_file)
             except OSError as error:
                 files = f"{self.cert_file}" + (f" and key {self.key_file}" if self.key_file else "")
-                raise ConfigError(f"cannot use the MQTT client certificate {files}: {error}") from None
+                raise ConfigError(
+                    f"APPLIANCE_MQTT_CERT_FILE / APPLIANCE_MQTT_KEY_FILE: cannot use the MQTT client certificate "
+                    f"{files}: {error}"
+                ) from None
         return context
 
 
