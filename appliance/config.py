@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
+from appliance import envfile
 from appliance.cameras.uri import CameraUri, describe_accepted
 from appliance.errors import ConfigError, InvalidValueError
 from appliance.masking import MASK, mask_secrets
@@ -472,11 +473,10 @@ def parse_config(values: Mapping[str, str]) -> Config:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """The ``APPLIANCE_*`` assignments of an env file, in systemd's ``EnvironmentFile=`` syntax.
-
-    Lines are ``KEY=value``; blank lines and lines starting with ``#`` or ``;`` are skipped; one
-    pair of surrounding quotes is removed. A byte-order mark and CRLF line ends (the file lives on
-    the FAT boot partition and may be edited with Notepad) are accepted.
+    """The ``APPLIANCE_*`` assignments of an env file, read exactly as systemd's ``EnvironmentFile=``
+    reads it (``appliance.envfile``), or refused with the line's number where that reading is
+    ambiguous. A byte-order mark and CRLF line ends (the file lives on the FAT boot partition and may
+    be edited with Notepad) are accepted.
     """
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -485,19 +485,14 @@ def read_env_file(path: Path) -> dict[str, str]:
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the env file: {error.strerror or error}") from None
     values: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            continue
-        key, equals, value = line.partition("=")
-        key, value = key.strip(), value.strip()
-        if not equals or not key:
-            raise ConfigError(f"{path}:{number}: expected KEY=value, found {line!r}")
-        if not key.startswith(PREFIX):
-            raise ConfigError(f"{path}:{number}: {key} is not an appliance setting (every key starts with {PREFIX})")
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        values[key] = value
+    for entry in envfile.parse(text):
+        if isinstance(entry, envfile.Refused):
+            raise ConfigError(f"{path}:{entry.line}: {entry.why}, found {mask_secrets(entry.text.strip())!r}")
+        if not entry.key.startswith(PREFIX):
+            raise ConfigError(
+                f"{path}:{entry.line}: {entry.key} is not an appliance setting (every key starts with {PREFIX})"
+            )
+        values[entry.key] = entry.value
     return values
 
 

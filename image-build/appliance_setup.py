@@ -34,6 +34,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from appliance import envfile
 from appliance.config import Config, read_env_file
 from appliance.errors import ConfigError
 
@@ -69,19 +70,14 @@ class Setup:
         except (OSError, UnicodeDecodeError) as error:
             self.problem(f"{path}: cannot read it ({error}): using the defaults")
             return settings
-        # The syntax of appliance.env (systemd's EnvironmentFile=), keys without a prefix.
-        for number, raw in enumerate(text.splitlines(), start=1):
-            line = raw.strip()
-            if not line or line[0] in "#;":
-                continue
-            key, equals, value = (part.strip() for part in line.partition("="))
-            if not equals or key not in DEVICE_DEFAULTS:
-                known = ", ".join(DEVICE_DEFAULTS)
-                self.problem(f"{path}:{number}: expected one of {known} as KEY=value, found {line!r}")
-                continue
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-                value = value[1:-1]
-            settings[key] = value
+        # The syntax of appliance.env (systemd's EnvironmentFile=), read as systemd reads it; keys without a prefix.
+        known = ", ".join(DEVICE_DEFAULTS)
+        for entry in envfile.parse(text):
+            if isinstance(entry, envfile.Refused) or entry.key not in DEVICE_DEFAULTS:
+                line = text.splitlines()[entry.line - 1].strip()
+                self.problem(f"{path}:{entry.line}: expected one of {known} as KEY=value, found {line!r}")
+            else:
+                settings[entry.key] = entry.value
         return settings
 
     def apply_hostname(self, name: str, running: bool) -> None:
@@ -163,7 +159,8 @@ class Setup:
     def write_handed(self, values: Mapping[str, str]) -> None:
         folder = self.root / "run/appliance-setup"
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        private_file(folder / "mqtt.env", "".join(f"{key}={value}\n" for key, value in values.items()))
+        # read by systemd (EnvironmentFile=) before appliance.env: quoted so that it reads the value back exactly
+        private_file(folder / "mqtt.env", "".join(f"{key}={envfile.quote(value)}\n" for key, value in values.items()))
 
     def write_password_file(self, users: Mapping[str, str]) -> None:
         target = self.root / "etc/mosquitto/appliance.passwd"

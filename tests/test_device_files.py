@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from appliance import envfile
 from appliance.config import SETTINGS, Config, parse_config, read_env_file
 from tests.broker import Broker
 
@@ -93,8 +94,10 @@ class Device:
         return dict(line.split(":", 1) for line in text.splitlines())
 
     def handed(self) -> dict[str, str]:
-        text = (self.root / "run/appliance-setup/mqtt.env").read_text()
-        return dict(line.split("=", 1) for line in text.splitlines())
+        """What systemd reads from the file the setup hands to the service (EnvironmentFile=)."""
+        entries = envfile.parse((self.root / "run/appliance-setup/mqtt.env").read_text())
+        assert all(isinstance(e, envfile.Assignment) for e in entries)
+        return {e.key: e.value for e in entries if isinstance(e, envfile.Assignment)}
 
     def hostname(self) -> str:
         return (self.root / "etc/hostname").read_text().strip()
@@ -261,3 +264,24 @@ def test_the_broker_lets_in_only_the_configured_logins(device: Device, device_br
     assert connect(device_broker, own["APPLIANCE_MQTT_USER"], own["APPLIANCE_MQTT_PASSWORD"]) == "Success"
     assert connect(device_broker, None, None) == "Not authorized"
     assert connect(device_broker, "viewer", "wrong") == "Not authorized"
+
+
+def test_the_broker_gets_the_password_systemd_hands_the_appliance(device: Device, tmp_path: Path) -> None:
+    """appliance.env's `APPLIANCE_MQTT_PASSWORD=pa\\ss` is `pass` to systemd, so to the broker too (the setup
+    used to read `pa\\ss`: the appliance was refused)."""
+    if shutil.which("mosquitto") is None:
+        pytest.fail("mosquitto is not installed (apt-get install mosquitto)")
+    device.appliance_env('APPLIANCE_MQTT_USER=cam\nAPPLIANCE_MQTT_PASSWORD=pa\\ss" q"\\$x\n')
+    device.device_env('MQTT_USER=viewer\nMQTT_PASSWORD="s3cret \\"quoted\\""\n')
+    assert device.setup().returncode == 0
+    password_file = device.root / shipped_broker_directives()["password_file"].lstrip("/")
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    running = Broker(folder, options=f"password_file {password_file}", allow_anonymous=False)
+    running.start()
+    try:
+        assert connect(running, "cam", "pass q$x") == "Success"
+        assert connect(running, "cam", 'pa\\ss" q"\\$x') == "Not authorized"
+        assert connect(running, "viewer", 's3cret "quoted"') == "Success"
+    finally:
+        running.stop()
