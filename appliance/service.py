@@ -26,9 +26,10 @@ from appliance.cameras.uri import CameraUri
 from appliance.config import Config
 from appliance.errors import ApplianceError, ConfigError, ModelError
 from appliance.events.describer import Describer
+from appliance.events.journal import EventJournal
 from appliance.events.manager import CameraOutputs, EventManager, EventSettings
 from appliance.events.presence import PresenceSettings
-from appliance.events.reports import CameraReport, Report
+from appliance.events.reports import CameraReport, EventReport, PersonState, Report
 from appliance.inference.captioner import CaptionerSettings
 from appliance.inference.detector import Detector, DetectorSettings, PresenceScores
 from appliance.inference.loader import Models, load_models
@@ -289,7 +290,9 @@ class Service:
             on_connect=lambda: self._on_connect(names),
         )
         self.publisher.start()
-        clips = self._clip_store(folder) if config.record else None
+        clips = self._clip_store(folder) if config.record else None  # leftover parts are made whole first
+        journal = EventJournal(folder / "events.json")
+        self._end_interrupted(journal, names)
         cameras = [_Camera(p, config, models.detector.input_size, self._sink) for p in plan]
         describer = Describer(models.classifier, models.captioner)
         manager = EventManager(
@@ -305,6 +308,7 @@ class Service:
             models.detector.person_classes,
             describer.submit,
             self._sink,
+            journal,
         )
         try:
             for camera in cameras:
@@ -326,6 +330,34 @@ class Service:
             describer.stop()
             self.publisher.stop()
             self.notifier.close()
+
+    def _end_interrupted(self, journal: EventJournal, names: list[str]) -> None:
+        """End the events the previous run left open (it died mid-event) and say every camera's person sensor
+        is OFF until someone is seen: a retained ON left by a dead run would show a room occupied for good."""
+        now = time.time()
+        for event in journal.take_leftovers():
+            clip = event.clip if event.clip is not None and Path(event.clip).is_file() else None
+            log.warning(
+                "event %s of %s was interrupted (the service stopped mid-event): ended", event.event_id, event.camera
+            )
+            self._sink(
+                EventReport(
+                    "end",
+                    event.event_id,
+                    event.camera,
+                    event.started,
+                    now,
+                    0,
+                    event.max_persons,
+                    ended=event.last_seen,
+                    clip=clip,
+                    alert=event.alert,
+                    labels=event.labels,
+                    reason="interrupted",
+                )
+            )
+        for name in names:
+            self._sink(PersonState(name, False, now))
 
     def _clip_store(self, folder: Path) -> ClipStore:
         config = self.config

@@ -7,6 +7,7 @@ packets into one clip after another; :class:`Mp4Writer` is the simple case of on
 
 from __future__ import annotations
 
+import struct
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -83,15 +84,66 @@ def add_h264_stream(container: OutputContainer, encoder: H264Encoder, rate: Frac
     return stream
 
 
-def has_video(path: Path) -> bool:
-    """Whether ``path`` opens as a video file holding at least one packet of video."""
+def whole_mp4(path: Path) -> bool:
+    """Whether ``path`` is an MP4 whose boxes fill it exactly, with a movie box and media data: a clip whose
+    end could not be written (a full disk while its last fragment or index was flushed) ends in a box
+    cut short. Reads the box headers only."""
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                return False
-            return any(packet.size for packet in container.demux(container.streams.video[0]))
-    except (OSError, av.FFmpegError):
+        size = path.stat().st_size
+        seen: set[bytes] = set()
+        with path.open("rb") as stream:
+            offset = 0
+            while offset < size:
+                stream.seek(offset)
+                header = stream.read(8)
+                if len(header) < 8:
+                    return False
+                length, kind = struct.unpack(">I4s", header)
+                if length == 1:  # a 64-bit size follows the type
+                    wide = stream.read(8)
+                    if len(wide) < 8:
+                        return False
+                    (length,) = struct.unpack(">Q", wide)
+                elif length == 0:  # to the end of the file
+                    length = size - offset
+                if length < 8 or offset + length > size:
+                    return False
+                seen.add(kind)
+                offset += length
+        return {b"moov", b"mdat"} <= seen
+    except OSError:
         return False
+
+
+INTERRUPTED = "interrupted: the appliance stopped before the clip ended; it holds what was on the disk"
+
+
+def salvage(part: Path, target: Path) -> int:
+    """Remux what ``part`` (a fragmented MP4 cut short) holds into a whole MP4 at ``target``, marked
+    interrupted in its metadata; the packets copied, 0 (and no ``target``) when there was no video."""
+    copied = 0
+    try:
+        with av.open(str(part)) as source:
+            if not source.streams.video:
+                return 0
+            video = source.streams.video[0]
+            with av.open(str(target), mode="w", format="mp4") as out:
+                out.metadata["comment"] = INTERRUPTED
+                stream = out.add_stream_from_template(video)
+                try:
+                    for packet in source.demux(video):
+                        if packet.dts is None:  # the demuxer's flush packet, and what a torn fragment leaves
+                            continue
+                        packet.stream = stream
+                        out.mux(packet)
+                        copied += 1
+                except (av.FFmpegError, EOFError):
+                    pass  # the torn end of the last fragment: keep what came before it
+    except (OSError, av.FFmpegError):
+        pass
+    if not copied:
+        target.unlink(missing_ok=True)
+    return copied
 
 
 class Mp4Writer:

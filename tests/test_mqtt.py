@@ -111,7 +111,9 @@ def test_event_payloads_for_start_update_and_end() -> None:
     update = EventReport(
         "update", "ev1", "cam0", T0, T0 + 4, persons=2, max_persons=2, alert="warning", labels={"violence": 0.61234}
     )
-    end = EventReport("end", "ev1", "cam0", T0, T0 + 12, persons=0, max_persons=2, ended=T0 + 7, clip="/c/ev1.mp4")
+    end = EventReport(
+        "end", "ev1", "cam0", T0, T0 + 12, persons=0, max_persons=2, ended=T0 + 7, clip="/c/ev1.mp4", reason="gone"
+    )
     payloads = []
     for report in (start, update, end):
         [message] = TOPICS.messages_for(report)
@@ -135,6 +137,7 @@ def test_event_payloads_for_start_update_and_end() -> None:
         "alert": "none",
         "labels": {},
         "clip": "/c/ev1.mp4",
+        "reason": None,
     }
     assert payloads[1]["phase"] == "update"
     assert payloads[1]["time"] == "2024-05-01T14:03:16.345Z"
@@ -143,10 +146,11 @@ def test_event_payloads_for_start_update_and_end() -> None:
         "warning",
         {"violence": 0.612},
     )
-    assert (payloads[2]["phase"], payloads[2]["ended"], payloads[2]["duration"]) == (
+    assert (payloads[2]["phase"], payloads[2]["ended"], payloads[2]["duration"], payloads[2]["reason"]) == (
         "end",
         "2024-05-01T14:03:19.345Z",
         7.0,
+        "gone",
     )
 
 

@@ -318,8 +318,10 @@ def test_a_write_error_loses_only_that_clip(tmp_path: Path, kind: str, when: str
     first, second, log = record_with_a_file_size_limit(tmp_path / "clips", kind, limit)
     assert first is None
     assert "dropped" in log
-    if kind == "software" or when == "writing frames":
-        assert "File too large" in log  # (picamera2's PyavOutput swallows an error while it closes the file)
+    if when == "writing frames":
+        assert "File too large" in log
+    else:  # closing a fragmented MP4 swallows the error (so does picamera2's PyavOutput): the file tells it
+        assert "could not be written whole (was the disk full?)" in log
     assert second == str(tmp_path / "clips" / "next.mp4")
     assert files(tmp_path / "clips") == ["next.mp4"]  # no part left behind, no final name for the failed clip
     assert decode(tmp_path / "clips" / "next.mp4").indices[-1] == 129
@@ -341,15 +343,23 @@ os.kill(os.getpid(), signal.SIGKILL)  # a crash or a power cut in the middle of 
 """
 
 
-def test_a_crash_leaves_only_a_part_file_which_the_clip_store_removes_at_start(tmp_path: Path) -> None:
+def test_a_crash_leaves_a_part_file_which_the_clip_store_makes_whole_at_start(tmp_path: Path) -> None:
+    """The incident where someone pulls the plug is the one to keep: the part (fragmented MP4) plays up to
+    its last fragment, and at the next start it becomes a whole clip under its name, marked interrupted."""
     clips = tmp_path / "clips"
     path = clips / "cam0" / "2024-05-01" / "120000_e1.mp4"
     done = subprocess.run([sys.executable, "-c", CRASH, str(path)], cwd=ROOT, capture_output=True, check=False)
     assert done.returncode == -9
     assert files(clips) == ["cam0/2024-05-01/120000_e1.mp4.part"]  # never a final name on an unfinished clip
 
-    ClipStore(clips, max_bytes=10**9, max_age_seconds=0)
-    assert files(clips) == []
+    assert ClipStore(clips, max_bytes=10**9, max_age_seconds=0).salvage_leftovers() == []  # done when it opened
+    assert files(clips) == ["cam0/2024-05-01/120000_e1.mp4"]
+    with av.open(str(path)) as container:
+        assert container.metadata.get("comment", "").startswith("interrupted")
+        shown = [f.to_ndarray(format="gray")[0, 0] for f in container.decode(container.streams.video[0])]
+    # keyframes each second (frames 0, 10, 20): the fragments up to frame 19 were on the disk, 20-29 not yet
+    assert len(shown) == 20
+    assert shown[-1] == pytest.approx(19, abs=3)
 
 
 def test_begin_and_end_come_from_another_thread_while_frames_are_fed(tmp_path: Path) -> None:
@@ -449,7 +459,7 @@ def test_the_clip_store_removes_leftover_part_files_when_it_opens(tmp_path: Path
     store = ClipStore(tmp_path, max_bytes=10**9, max_age_seconds=0)
     assert kept.exists()
     assert not left.exists()
-    assert store.remove_leftovers() == []
+    assert store.salvage_leftovers() == []
 
 
 def test_an_unusable_clips_folder_is_a_clear_error(tmp_path: Path) -> None:

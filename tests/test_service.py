@@ -186,6 +186,7 @@ def test_one_event_with_a_finished_clip_covering_pre_and_post_roll(visit_run: Ru
     assert set(phases[1:-1]) <= {"update"}
     start, end = events[0], events[-1]
     assert start["event_id"] == end["event_id"]
+    assert end["reason"] == "gone"
     clip = Path(str(end["clip"]))
     assert clip.exists()
     assert clip.parent.parent.parent == visit_run.data / "clips"
@@ -346,3 +347,69 @@ def test_with_both_cameras_dead_the_watchdog_is_still_pinged_and_the_cameras_rep
     pings = [t for t, text in notifications[ready:] if text == "WATCHDOG=1"]
     assert len(pings) >= 5
     assert max(b - a for a, b in itertools.pairwise([notifications[ready][0], *pings])) < 4.0
+
+
+def start_service(env: Path) -> subprocess.Popen[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "appliance", "run", "--env-file", str(env)],
+        env=environ,
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_kill_mid_event_loses_neither_the_clip_nor_the_end_nor_the_sensor(broker: Broker, tmp_path: Path) -> None:
+    """SIGKILL (a power cut, the watchdog, the memory limit) in the middle of an event; then a restart on a
+    camera that sees nobody. Before: the retained sensor stayed ON, the event never ended, the clip was
+    deleted. Now: the clip is made whole under its announced name, the event ends `interrupted`, the
+    sensor is OFF."""
+    scenario = tmp_path / "visit.json"
+    scenario.write_text(json.dumps(VISIT))
+    common = (
+        f"APPLIANCE_MQTT_HOST=127.0.0.1\nAPPLIANCE_MQTT_PORT={broker.port}\nAPPLIANCE_MQTT_PREFIX=kill\n"
+        f"APPLIANCE_DEVICE_ID=pi\nAPPLIANCE_DATA_DIR={tmp_path / 'data'}\nAPPLIANCE_THREADS=1\n"
+        "APPLIANCE_PREROLL=1\nAPPLIANCE_KEYFRAME_EVERY=2\n"
+    )
+    env = tmp_path / "appliance.env"
+    env.write_text(f"APPLIANCE_CAMERA_0=sim:{scenario}\n{common}")
+    subscriber = Collector(broker, "kill/#")
+    first = start_service(env)
+    try:
+        starts = subscriber.wait_for(lambda m: any(x.topic == "kill/pi/cam0/event" for x in m), timeout=60)
+        start = json.loads(next(m.payload for m in starts if m.topic == "kill/pi/cam0/event"))
+        assert start["phase"] == "start"
+        time.sleep(4.0)  # four keyframes of video, two of them fragments on the disk, the sensor ON
+        first.kill()
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    clip = Path(start["clip"])
+    assert not clip.exists()
+    assert clip.with_name(clip.name + ".part").exists()  # what the killed run was writing
+    with Collector(broker, "kill/pi/cam0/person") as late:  # retained: what Home Assistant shows now
+        assert [m.payload for m in late.wait_for(lambda m: len(m) >= 1)] == ["ON"]
+
+    env.write_text(f"APPLIANCE_CAMERA_0=file:{tmp_path / 'nobody.mp4'}\n{common}")
+    second = start_service(env)
+    try:
+        ends = subscriber.wait_for(
+            lambda m: any(x.topic == "kill/pi/cam0/event" and '"end"' in x.payload for x in m), timeout=60
+        )
+        with Collector(broker, "kill/pi/cam0/person") as late:
+            retained = late.wait_for(lambda m: len(m) >= 1)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=30)
+        subscriber.close()
+    end = json.loads(next(m.payload for m in ends if m.topic == "kill/pi/cam0/event" and '"end"' in m.payload))
+    assert (end["event_id"], end["reason"], end["clip"]) == (start["event_id"], "interrupted", start["clip"])
+    assert end["ended"] is not None
+    assert [m.payload for m in retained] == ["OFF"]
+    with av.open(str(clip)) as container:
+        assert container.metadata.get("comment", "").startswith("interrupted")
+        frames = [f.time for f in container.decode(container.streams.video[0])]
+    assert frames[-1] - frames[0] >= 1.5  # the pre-roll and the fragments flushed before the kill
+    assert not list((tmp_path / "data").rglob("*.part"))

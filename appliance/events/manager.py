@@ -23,11 +23,13 @@ from typing import Protocol
 
 from appliance.cameras.source import Frame
 from appliance.events.describer import Description, Keyframe
+from appliance.events.journal import EventJournal, OpenEvent
 from appliance.events.presence import PresenceSettings, PresenceTracker
 from appliance.events.reports import (
     AlertLevel,
     AlertReport,
     CaptionReport,
+    EndReason,
     EventPhase,
     EventReport,
     PersonState,
@@ -118,8 +120,10 @@ class EventManager:
         person_classes: frozenset[int],
         submit: Callable[[Keyframe], None],
         sink: Callable[[Report], None],
+        journal: EventJournal | None = None,
     ) -> None:
         self.settings = settings
+        self._journal = journal
         self._cameras = {slot: _Camera(slot, out, settings, person_classes) for slot, out in cameras.items()}
         self._submit, self._sink = submit, sink
         self.events_started = 0
@@ -144,6 +148,7 @@ class EventManager:
             return
         event.persons = len(people)
         event.max_persons = max(event.max_persons, event.persons)
+        self._note(camera, event)
         score = max(p.score for p in people)
         if event.best is None or score > event.best.score:
             boxes = tuple(p.box for p in sorted(people, key=lambda p: -p.area))
@@ -193,12 +198,32 @@ class EventManager:
                 clip = None
         event = _Event(event_id, now, clip, persons=camera.presence.persons, max_persons=camera.presence.persons)
         self.events_started += 1
+        self._note(camera, event, force=True)
         log.info("%s: event %s started", name, event_id)
         self._sink(self._report("start", camera, event, now))
         return event
 
-    def _end(self, camera: _Camera, event: _Event, now: float) -> None:
+    def _note(self, camera: _Camera, event: _Event, force: bool = False) -> None:
+        """Keep the open event on disk (the journal), for the next start to end it should this run die."""
+        if self._journal is None:
+            return
+        last_seen = max(camera.presence.last_seen, event.started)
+        record = OpenEvent(
+            event.id,
+            camera.outputs.name,
+            wall_time(event.started),
+            wall_time(last_seen),
+            event.max_persons,
+            event.alert,
+            dict(event.labels),
+            str(event.clip) if event.clip is not None else None,
+        )
+        self._journal.note(record, force)
+
+    def _end(self, camera: _Camera, event: _Event, now: float, reason: EndReason = "gone") -> None:
         camera.event = None
+        if self._journal is not None:
+            self._journal.forget(event.id)
         clip = None
         if camera.outputs.recorder is not None and event.clip is not None:
             try:
@@ -210,10 +235,16 @@ class EventManager:
         event.best = None  # a recent event waits only for late descriptions: holding its frame would pile up frames
         self._recent = {k: v for k, v in self._recent.items() if v.started > now - 600} | {event.id: event}
         log.info("%s: event %s ended, clip %s", camera.outputs.name, event.id, clip)
-        self._sink(self._report("end", camera, event, now, ended=camera.presence.last_seen))
+        self._sink(self._report("end", camera, event, now, ended=camera.presence.last_seen, reason=reason))
 
     def _report(
-        self, phase: EventPhase, camera: _Camera, event: _Event, now: float, ended: float | None = None
+        self,
+        phase: EventPhase,
+        camera: _Camera,
+        event: _Event,
+        now: float,
+        ended: float | None = None,
+        reason: EndReason | None = None,
     ) -> EventReport:
         """The event's report; ``now`` and ``ended`` are monotonic times, like the event's start. All three
         become wall-clock times with one offset: converted one by one, a person seen only at the start
@@ -231,6 +262,7 @@ class EventManager:
             str(event.clip) if event.clip is not None else None,
             event.alert,
             dict(event.labels),
+            reason,
         )
 
     def on_description(self, description: Description) -> None:
@@ -269,6 +301,8 @@ class EventManager:
         if LEVELS.index(level) > LEVELS.index(event.alert):
             event.alert = level
             self._sink(AlertReport(event.id, name, grabbed, level, reasons, text))
+            if camera.event is event:
+                self._note(camera, event, force=True)
         if camera.event is event:
             self._sink(self._report("update", camera, event, description.done))
 
@@ -276,7 +310,7 @@ class EventManager:
         """End every open event now (the service is stopping): clips are finished, ends reported."""
         for camera in self._cameras.values():
             if camera.event is not None:
-                self._end(camera, camera.event, now)
+                self._end(camera, camera.event, now, reason="stopped")
             if camera.sensor:
                 camera.sensor = False
                 self._sink(PersonState(camera.outputs.name, False, wall_time(now)))

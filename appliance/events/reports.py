@@ -11,6 +11,7 @@ from typing import Literal
 
 AlertLevel = Literal["none", "warning", "alarm"]
 EventPhase = Literal["start", "update", "end"]
+EndReason = Literal["gone", "stopped", "interrupted"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class EventReport:
     clip: str | None = None  # the clip's path when recording; on end, the finished file
     alert: AlertLevel = "none"  # the highest alert level of the event so far
     labels: dict[str, float] = field(default_factory=dict)  # smoothed classifier scores
+    # why it ended (end only): gone (the person left), stopped (the service stopped), interrupted (the
+    # service died mid-event: ended at its next start, with the clip made whole from what was on the disk)
+    reason: EndReason | None = None
 
 
 @dataclass(frozen=True)

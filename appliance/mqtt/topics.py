@@ -157,6 +157,7 @@ def _event_fields(report: EventReport) -> dict[str, Any]:
         "alert": report.alert,
         "labels": _scores(report.labels),
         "clip": report.clip,
+        "reason": report.reason,
     }
 
 

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import ApplianceError
-from appliance.recording.recorder import PART_SUFFIX
+from appliance.recording.recorder import PART_SUFFIX, discard, finalise
+from appliance.video import salvage
 
 log = logging.getLogger(__name__)
 
 CLIP_SUFFIX = ".mp4"
+SALVAGE_SUFFIX = ".salvage"  # a leftover part being made whole: ``name.mp4.salvage``
 _NAME = re.compile(r"[A-Za-z0-9_-]+")  # camera names and event ids become path components
 
 
@@ -40,7 +42,7 @@ class _Clip:
 class ClipStore:
     """Finished clips under ``folder``, kept within ``max_bytes`` and ``max_age_seconds`` (0: no age limit).
 
-    Creating the store creates the folder and removes unfinished clips left by a crash: make it
+    Creating the store creates the folder and makes whole the clips a crash left unfinished: make it
     before any recorder starts.
     """
 
@@ -51,7 +53,7 @@ class ClipStore:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise RecordingError(f"cannot create the clips folder {folder}: {error.strerror or error}") from None
-        self.remove_leftovers()
+        self.salvage_leftovers()
 
     def path_for(self, camera: str, event_id: str, wall_time: float) -> Path:
         """Where the clip of ``event_id`` that started at ``wall_time`` (seconds since the epoch) goes."""
@@ -62,19 +64,23 @@ class ClipStore:
         day, hms = time.strftime("%Y-%m-%d", local), time.strftime("%H%M%S", local)
         return self.folder / camera / day / f"{hms}_{event_id}{CLIP_SUFFIX}"
 
-    def remove_leftovers(self) -> list[Path]:
-        """Delete the part files of clips that were being written when the process died; returns them."""
-        removed = []
+    def salvage_leftovers(self) -> list[Path]:
+        """Make whole the clips that were being written when the process died (a power cut, a kill): each
+        part file is remuxed into a whole MP4 under the clip's own name, marked interrupted in its metadata,
+        and removed; a part without video is removed. Returns the clips made whole."""
+        salvaged = []
         for part in sorted(self.folder.glob(f"*/*/*{CLIP_SUFFIX}{PART_SUFFIX}")):
-            try:
-                size = part.stat().st_size
-                part.unlink()
-            except OSError as error:
-                log.error("unfinished clip %s could not be removed: %s", part, error)
-                continue
-            log.warning("removed %s (%d bytes): a clip left unfinished by a crash or power cut", part, size)
-            removed.append(part)
-        return removed
+            path = part.with_name(part.name.removesuffix(PART_SUFFIX))
+            staging = part.with_name(path.name + SALVAGE_SUFFIX)
+            packets = salvage(part, staging)
+            if packets and finalise(staging, path) is not None:
+                log.warning("%s: a clip left unfinished by a crash or power cut, made whole (%d frames)", path, packets)
+                salvaged.append(path)
+            else:
+                log.warning("removed %s: a clip left unfinished by a crash or power cut, with no video in it", part)
+            discard(part)
+            discard(staging)
+        return salvaged
 
     def enforce(self, now: float | None = None) -> list[Path]:
         """Delete finished clips, oldest first, until they fit the quota and none is too old; returns them.

@@ -15,13 +15,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from appliance.cameras.source import Frame
-from appliance.recording.recorder import Recorder, discard, finalise, part_path
-from appliance.video import has_video
+from appliance.recording.recorder import (
+    FRAGMENTED_MP4,
+    SYNC_EVERY,
+    Recorder,
+    discard,
+    finalise,
+    part_path,
+    sync,
+)
+from appliance.video import whole_mp4
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +42,7 @@ class _Clip:
         self.path, self.part = path, part_path(path)
         self.output: Any = None  # the PyavOutput, while it is open
         self.error: Exception | None = None
+        self.synced = time.monotonic()  # when the part was last synced to the disk
 
     def fail(self, error: Exception) -> None:
         """PyavOutput's error_callback: it has closed its file and writes nothing more."""
@@ -45,8 +55,8 @@ class _Clip:
             log.error("clip %s failed while writing, it is dropped: %s", self.path, self.error)
         elif not self.part.exists():
             log.warning("clip %s has no file: no frames came, or its folder was removed", self.path)
-        elif not has_video(self.part):
-            log.error("clip %s is not a playable video (was the disk full?), it is dropped", self.path)
+        elif not whole_mp4(self.part):
+            log.error("clip %s could not be written whole (was the disk full?), it is dropped", self.path)
         else:
             return finalise(self.part, self.path)
         discard(self.part)
@@ -98,6 +108,11 @@ class PiCamera2Recorder(Recorder):
             log.info("recorder stopping: clip %s finished as %s", clip.path, clip.settle())
 
     def feed(self, frame: Frame) -> None:
+        clip = self._clip
+        if clip is not None and frame.time - clip.synced >= SYNC_EVERY:  # the encoder's thread writes the part
+            clip.synced = frame.time
+            with contextlib.suppress(OSError):  # not made yet, or being renamed: the next sync catches up
+                sync(clip.part)
         if self._camera() is self._attached:
             return  # the usual case: the encoder is on this camera already
         with self._lock:
@@ -115,7 +130,7 @@ class PiCamera2Recorder(Recorder):
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 # The format is named: the part name's extension does not say it.
-                output = self._output_class(str(clip.part), format="mp4")
+                output = self._output_class(str(clip.part), format="mp4", options=FRAGMENTED_MP4)
                 output.error_callback = clip.fail
                 self._circular.open_output(output)
             except Exception as error:  # an unusable folder, or picamera2 refusing: this clip only

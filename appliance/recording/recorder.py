@@ -19,11 +19,21 @@ from appliance.cameras.source import Frame
 log = logging.getLogger(__name__)
 
 PART_SUFFIX = ".part"  # a clip being written: ``name.mp4.part``; never a finished clip
+# A clip is written as fragmented MP4: a fragment (a moof and its mdat) at each keyframe, each one
+# flushed as it is made, so a clip cut short by a power cut or a kill plays up to its last fragment
+# (about a second before the end); at start-up such a part is made whole under its name.
+FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+delay_moov+default_base_moof", "flush_packets": "1"}
+SYNC_EVERY = 5.0  # seconds between syncs of a part to the disk: at most this much is lost to a power cut
 
 
 def part_path(path: Path) -> Path:
     """Where the clip that will end up at ``path`` is written."""
     return path.with_name(path.name + PART_SUFFIX)
+
+
+def sync(path: Path) -> None:
+    """Push what was written to ``path`` so far to the disk (any descriptor syncs the file's data)."""
+    _fsync(path)
 
 
 def _fsync(path: Path, flags: int = os.O_RDONLY) -> None:

@@ -22,8 +22,8 @@ from av.container import OutputContainer
 from av.video.stream import VideoStream
 
 from appliance.cameras.source import Frame
-from appliance.recording.recorder import Recorder, discard, finalise, part_path
-from appliance.video import H264Encoder, add_h264_stream
+from appliance.recording.recorder import FRAGMENTED_MP4, SYNC_EVERY, Recorder, discard, finalise, part_path, sync
+from appliance.video import H264Encoder, add_h264_stream, whole_mp4
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class ClipFile:
         self._container: OutputContainer | None = None
         self._stream: VideoStream | None = None
         self._origin = 0  # pts of the first packet, which the clip shows at 0
+        self._synced = 0.0  # time.monotonic() of the part's last sync
 
     def write(self, entry: Encoded, encoder: H264Encoder) -> None:
         """Mux one packet; a failure is logged, removes the part, and makes the clip end as None."""
@@ -99,7 +100,7 @@ class ClipFile:
         try:
             if self._container is None or self._stream is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._container = av.open(str(self.part), mode="w", format="mp4")
+                self._container = av.open(str(self.part), mode="w", format="mp4", options=FRAGMENTED_MP4)
                 self._stream = add_h264_stream(self._container, encoder)
                 self._origin = entry.pts
             packet = entry.packet
@@ -109,6 +110,9 @@ class ClipFile:
             packet.pts = packet.dts = entry.pts - self._origin
             packet.duration = entry.duration
             self._container.mux(packet)
+            if entry.keyframe and entry.time - self._synced >= SYNC_EVERY:  # a fragment has just been written
+                sync(self.part)
+                self._synced = entry.time
         except (OSError, av.FFmpegError) as error:
             log.error("clip %s failed while writing, it is dropped: %s", self.path, error)
             self.abandon()
@@ -124,6 +128,10 @@ class ClipFile:
             self._container.close()
         except (OSError, av.FFmpegError) as error:
             log.error("clip %s could not be closed, it is dropped: %s", self.path, error)
+            self.abandon()
+            return None
+        if not whole_mp4(self.part):  # closing swallows a failure to write the last fragment
+            log.error("clip %s could not be written whole (was the disk full?), it is dropped", self.path)
             self.abandon()
             return None
         return finalise(self.part, self.path)
