@@ -394,8 +394,15 @@ class Config:
     record_dir: Path | None = setting(OptionalPath(), "", "Folder for clips; empty: `clips` in the data folder.")
     preroll: float = setting(Float(0.0, 30.0), "3", "Seconds of video kept from before a person appears.")
     postroll: float = setting(Float(0.0, 120.0), "5", "Seconds of video kept after the person has gone.")
-    record_max_gb: float = setting(
-        Float(0.01, 10000.0), "8", "Clips take at most this many GB; the oldest are deleted first."
+    record_max_gb: float | None = setting(
+        OptionalFloat(0.01, 10000.0, "no quota but the free space below"),
+        "",
+        "Clips take at most this many GB; the oldest are deleted first.",
+    )
+    record_min_free_percent: float = setting(
+        Float(1.0, 90.0),
+        "10",
+        "Share of the clips' disk kept free for the outbox and the system; the oldest clips are deleted first.",
     )
     record_max_days: float = setting(Float(0.0, 3650.0), "14", "Clips older than this many days are deleted; 0: never.")
     device_id: str = setting(Name(optional=True), "", "This appliance's id in MQTT topics; empty: the host name.")

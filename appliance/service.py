@@ -50,6 +50,8 @@ from appliance.scheduler import Scheduler
 log = logging.getLogger(__name__)
 
 FIRST_FRAME_WAIT = 15.0  # seconds READY waits at most for every camera's first frame or first failure
+RETENTION_WRITING = 2.0  # seconds between retention checks while a clip is being written
+RETENTION_IDLE = 300.0  # and otherwise (clips age; other files fill the disk)
 DESCRIBE_HUNG_S = 60.0  # one keyframe described for longer than this (a caption takes under a second) is a hang
 # The loop sleeps until the next detection tick or a finished description; this bounds how late it
 # sees a stop request.
@@ -240,6 +242,15 @@ class _Period:
         return round(statistics.median(values), 2) if values else None
 
 
+def _retain(clips: ClipStore, manager: EventManager) -> float:
+    """Retention, cutting the clips being written when they alone leave no room; seconds to the next run:
+    while a clip grows, often (never more than that much of video over the quota or the free floor)."""
+    clips.enforce()
+    if not clips.room:
+        manager.cut_clips()
+    return RETENTION_WRITING if manager.recording else RETENTION_IDLE
+
+
 def _clip_paths(clips: ClipStore, camera: str) -> Callable[[str, float], Path]:
     return lambda event_id, wall: clips.path_for(camera, event_id, wall)
 
@@ -363,8 +374,9 @@ class Service:
         config = self.config
         return ClipStore(
             config.record_dir or folder / "clips",
-            int(config.record_max_gb * 1e9),
+            int(config.record_max_gb * 1e9) if config.record_max_gb is not None else None,
             config.record_max_days * 86400.0,
+            config.record_min_free_percent / 100.0,
         )
 
     def _on_connect(self, names: list[str]) -> list[Message]:
@@ -427,8 +439,7 @@ class Service:
             if self._healthy(cameras, describer, now):
                 self.notifier.watchdog(now)
             if clips is not None and now >= next_retention:
-                clips.enforce()
-                next_retention = now + 300.0
+                next_retention = now + _retain(clips, manager)
             if now >= next_stats:
                 self.publisher.send(self._stats(cameras, describer, manager, clips, period, now))
                 period, next_stats = _Period(now), now + config.stats_every

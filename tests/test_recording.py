@@ -9,6 +9,7 @@ stand-in of picamera2's encoder and outputs, written after the real ones (0.3.38
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -791,3 +792,61 @@ def test_the_picamera2_recorder_imports_picamera2_only_when_a_camera_is_there(tm
     recorder.begin(tmp_path / "clip.mp4")
     assert recorder.end() is None  # no encoder: no clip, and no exception for the events stage
     recorder.stop()
+
+
+# -- a small disk -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("quota", [10_000_000, None])
+def test_clips_on_a_small_disk_never_pass_the_quota_or_the_free_floor_by_more_than_a_check(
+    tmp_path: Path, quota: int | None
+) -> None:
+    """A 24 MB file system, a 10 MB quota or none, 10 % kept free, busy frames (large packets), events back
+    to back: retention as the service runs it (before each clip, every 2 s while one is written, the clip
+    cut short when it alone leaves no room). Before: clips reached 24 MB, 2.4 times the quota, between
+    the five-minutely runs, and 4 clips were lost to the full disk."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], check=True)
+    try:
+        check_every = 2.0
+        store = ClipStore(disk / "clips", max_bytes=quota, max_age_seconds=0, min_free_share=0.1)
+        recorder = SoftwareRecorder(preroll=1.0)
+        recorder.start()
+        noise = np.random.default_rng(5)
+        finished: list[Path | None] = []
+        peaks: list[tuple[int, int, int]] = []
+        last_check, clip_started = 0.0, None
+        for index in range(3000):  # 300 s of frames, fed as fast as they encode
+            at = 1000.0 + index / FPS
+            if clip_started is None and index % 50 == 0:  # an event every 5 s while there is room
+                with contextlib.suppress(RecordingError):
+                    recorder.begin(store.path_for("cam0", f"e{index}", at))
+                    clip_started = at
+            recorder.feed(Frame(0, index, at, picture(index, (320, 240), noise)))
+            if clip_started is not None and at - clip_started >= 20.0:  # each event lasts 20 s
+                finished.append(recorder.end())
+                clip_started = None
+            if at - last_check >= check_every:
+                store.enforce(at)
+                if not store.room and clip_started is not None:
+                    finished.append(recorder.end())  # cut short, as the service does
+                    clip_started = None
+                last_check = at
+                clips = sum(p.stat().st_size for p in (disk / "clips").rglob("*") if p.is_file())
+                usage = shutil.disk_usage(disk)
+                peaks.append((clips, usage.free, usage.total))
+        if clip_started is not None:
+            finished.append(recorder.end())
+        recorder.stop()
+        # one check's worth of writing: the most the clips grew between two checks
+        segment = max(b[0] - a[0] for a, b in itertools.pairwise(peaks))
+        print(f"{len(finished)} clips, {finished.count(None)} lost; peak {max(c for c, _, _ in peaks)} bytes of clips")
+        print(f"one check's worth of writing: {segment} bytes")
+        assert 0 < segment < 2_000_000
+        assert quota is None or all(clips <= quota + segment for clips, _, _ in peaks)
+        assert all(free >= 0.1 * total - segment for _, free, total in peaks)
+        assert len(finished) >= 10
+        assert None not in finished  # no clip lost to the full disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -37,6 +37,7 @@ from appliance.events.reports import (
 )
 from appliance.inference.detector import Detection
 from appliance.motion import BoxMotion
+from appliance.recording.clips import NoRoomError
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class _Event:
     best: Keyframe | None = None  # the best frame since the last keyframe was sent
     next_keyframe: float = float("-inf")
     gone_at: float | None = None  # monotonic: when confirmation was lost (post-roll running)
+    recording: bool = False  # the recorder is writing ``clip``
 
 
 class _Camera:
@@ -190,13 +192,17 @@ class EventManager:
         event_id = f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}-{secrets.token_hex(2)}"
         clip = None
         if camera.outputs.recorder is not None and camera.outputs.clip_path is not None:
-            clip = camera.outputs.clip_path(event_id, started)
             try:
+                clip = camera.outputs.clip_path(event_id, started)
                 camera.outputs.recorder.begin(clip)
+            except NoRoomError as error:  # a full disk or quota: the event goes on in text
+                log.error("%s: event %s has no clip: %s", name, event_id, error)
+                clip = None
             except Exception:  # a recording that cannot start must not stop the text
                 log.exception("%s: the clip of event %s could not start", name, event_id)
                 clip = None
         event = _Event(event_id, now, clip, persons=camera.presence.persons, max_persons=camera.presence.persons)
+        event.recording = clip is not None
         self.events_started += 1
         self._note(camera, event, force=True)
         log.info("%s: event %s started", name, event_id)
@@ -224,17 +230,11 @@ class EventManager:
         camera.event = None
         if self._journal is not None:
             self._journal.forget(event.id)
-        clip = None
-        if camera.outputs.recorder is not None and event.clip is not None:
-            try:
-                clip = camera.outputs.recorder.end()
-            except Exception:
-                log.exception("%s: the clip of event %s could not be finished", camera.outputs.name, event.id)
-        event.clip = clip
+        self._finish_clip(camera, event)
         event.persons = 0
         event.best = None  # a recent event waits only for late descriptions: holding its frame would pile up frames
         self._recent = {k: v for k, v in self._recent.items() if v.started > now - 600} | {event.id: event}
-        log.info("%s: event %s ended, clip %s", camera.outputs.name, event.id, clip)
+        log.info("%s: event %s ended, clip %s", camera.outputs.name, event.id, event.clip)
         self._sink(self._report("end", camera, event, now, ended=camera.presence.last_seen, reason=reason))
 
     def _report(
@@ -305,6 +305,36 @@ class EventManager:
                 self._note(camera, event, force=True)
         if camera.event is event:
             self._sink(self._report("update", camera, event, description.done))
+
+    def _finish_clip(self, camera: _Camera, event: _Event) -> None:
+        """Finish the event's clip, if it is being written: ``clip`` becomes the finished file, or None."""
+        if not event.recording or camera.outputs.recorder is None:
+            return
+        event.recording = False
+        clip = None
+        try:
+            clip = camera.outputs.recorder.end()
+        except Exception:
+            log.exception("%s: the clip of event %s could not be finished", camera.outputs.name, event.id)
+        event.clip = clip
+
+    def cut_clips(self) -> list[Path]:
+        """Finish every clip being written now (no room is left for them); their events go on in text."""
+        cut = []
+        for camera in self._cameras.values():
+            if camera.event is not None and camera.event.recording:
+                self._finish_clip(camera, camera.event)
+                log.error(
+                    "%s: the clip of event %s was cut short: no room for more", camera.outputs.name, camera.event.id
+                )
+                if camera.event.clip is not None:
+                    cut.append(camera.event.clip)
+        return cut
+
+    @property
+    def recording(self) -> bool:
+        """Whether a clip is being written."""
+        return any(c.event is not None and c.event.recording for c in self._cameras.values())
 
     def close(self, now: float) -> None:
         """End every open event now (the service is stopping): clips are finished, ends reported."""

@@ -4,16 +4,23 @@ One SQLite file (WAL, ``synchronous=FULL``: a message put is on disk when ``put`
 crash or a power cut loses nothing already accepted). The outbox is bounded: beyond ``limit``
 messages the oldest are dropped and counted; the count is stored in the file and survives
 restarts. A corrupt file is moved aside (``<name>.corrupt-<UTC time>``) and a new, empty outbox
-takes its place, so a damaged SD card costs the queued messages, not the service. Trouble while
-running (a full disk) is logged once and does not stop the caller; a message that cannot be
-stored is counted as dropped.
+takes its place, so a damaged SD card costs the queued messages, not the service.
+
+A full disk must not cost messages either, nor send delivered ones twice (SQLite needs room to
+delete rows too): beside the file lies a reserve (``<name>.reserve``, RESERVE_BYTES), given up the
+moment SQLite finds the disk full, and the transaction tried again; it is made again once there is
+room. Trouble that remains is logged once and does not stop the caller; a message that cannot be
+stored is counted as dropped, and the count reaches the file with the next write that succeeds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +32,9 @@ from appliance.mqtt.topics import Message
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+RESERVE_BYTES = 2 << 20  # room for thousands of messages and their deletion, given up when the disk is full
+RESERVE_RETRY_S = 60.0  # how often to try to make the reserve again while it is gone
 
 _SCHEMA = (
     # AUTOINCREMENT: ids never come back after the newest rows are deleted, so "after id N" stays a
@@ -48,6 +58,9 @@ class Outbox:
         self._dropping = False  # warn once when the bound starts dropping messages
         self._trouble: str | None = None  # the last storage problem logged, to log each once
         self._depth = self._dropped = 0
+        self._unstored = 0  # drops counted in memory that the file does not hold yet
+        self.reserve = path.with_name(path.name + ".reserve")
+        self._reserve_tried = float("-inf")
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = self._connect()
@@ -56,6 +69,7 @@ class Outbox:
         except sqlite3.DatabaseError as error:
             self._set_aside(error)
             self._db = self._connect()
+        self._make_reserve()
 
     @property
     def depth(self) -> int:
@@ -78,16 +92,19 @@ class Outbox:
             excess = max(self._depth + 1 - self.limit, 0)
             if excess:
                 db.execute("DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT ?)", (excess,))
+            if excess or self._unstored:
                 db.execute("UPDATE counters SET value = ? WHERE name = 'dropped'", (self._dropped + excess,))
             return excess
 
         with self._lock:
             excess = self._transact(insert, None, "store a message")
             if excess is None:
-                self._dropped += 1  # kept in memory only: the file refused it
+                self._dropped += 1  # in memory until a write succeeds: the file refused it
+                self._unstored += 1
                 return
             self._depth += 1 - excess
             self._dropped += excess
+            self._unstored = 0
             if excess and not self._dropping:
                 logger.warning("MQTT outbox full (%d messages): dropping the oldest", self.limit)
             self._dropping = excess > 0
@@ -160,14 +177,45 @@ class Outbox:
         transaction that rolls back leaves them equal to the file. Trouble here (a full disk, an
         I/O error) may pass; a file found corrupt is set aside at the next start.
         """
-        try:
-            with self._db:
-                result = work(self._db)
-        except sqlite3.Error as error:
-            self._report(f"cannot {what}: {error}")
-            return fallback
+        for attempt in range(2):
+            try:
+                with self._db:
+                    result = work(self._db)
+                break
+            except sqlite3.Error as error:
+                if attempt == 0 and self._release_reserve(error):
+                    continue  # room now: the same transaction again
+                self._report(f"cannot {what}: {error}")
+                return fallback
         self._report(None)
+        if not self.reserve.exists() and time.monotonic() - self._reserve_tried >= RESERVE_RETRY_S:
+            self._make_reserve()
         return result
+
+    def _release_reserve(self, error: sqlite3.Error) -> bool:
+        """Give up the reserve when SQLite found the disk full; True when there was one to give up."""
+        if "full" not in str(error).lower() or not self.reserve.exists():
+            return False
+        try:
+            self.reserve.unlink()
+        except OSError:
+            return False
+        logger.warning("MQTT outbox %s: the disk is full; the outbox's reserve was given up to go on", self.path)
+        self._reserve_tried = time.monotonic()
+        return True
+
+    def _make_reserve(self) -> None:
+        """Set RESERVE_BYTES aside on the disk, if there is room (else try again later)."""
+        self._reserve_tried = time.monotonic()
+        try:
+            descriptor = os.open(self.reserve, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(descriptor, 0, RESERVE_BYTES)
+            finally:
+                os.close(descriptor)
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.reserve.unlink()
 
     def _report(self, trouble: str | None) -> None:
         if trouble == self._trouble:

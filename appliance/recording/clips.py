@@ -32,6 +32,10 @@ class RecordingError(ApplianceError):
     """A clips folder that cannot be created or read."""
 
 
+class NoRoomError(RecordingError):
+    """No clip can start: the ones being written fill the quota or the disk's free share."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Clip:
     path: Path
@@ -46,8 +50,12 @@ class ClipStore:
     before any recorder starts.
     """
 
-    def __init__(self, folder: Path, max_bytes: int, max_age_seconds: float) -> None:
+    def __init__(
+        self, folder: Path, max_bytes: int | None, max_age_seconds: float, min_free_share: float = 0.0
+    ) -> None:
         self.folder, self.max_bytes, self.max_age_seconds = folder, max_bytes, max_age_seconds
+        self.min_free_share = min_free_share  # of the file system's size, kept free
+        self.room = True  # whether the last enforce left room for clips (quota and free floor)
         self._lock = threading.Lock()  # enforce runs before each clip of each camera and on a timer
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -56,7 +64,14 @@ class ClipStore:
         self.salvage_leftovers()
 
     def path_for(self, camera: str, event_id: str, wall_time: float) -> Path:
-        """Where the clip of ``event_id`` that started at ``wall_time`` (seconds since the epoch) goes."""
+        """Where the clip of ``event_id`` that started at ``wall_time`` (seconds since the epoch) goes; retention
+        runs first, and NoRoomError says the quota or the free floor leaves no room for it."""
+        self.enforce()
+        if not self.room:
+            raise NoRoomError(
+                f"no room for a clip in {self.folder}: its quota or the disk's free share is taken by clips "
+                "being written"
+            )
         for name in (camera, event_id):
             if not _NAME.fullmatch(name):
                 raise ValueError(f"{name!r} cannot be part of a clip's path: use letters, digits, '-' and '_'")
@@ -83,19 +98,25 @@ class ClipStore:
         return salvaged
 
     def enforce(self, now: float | None = None) -> list[Path]:
-        """Delete finished clips, oldest first, until they fit the quota and none is too old; returns them.
+        """Delete finished clips, oldest first, until they fit the quota, the disk keeps its free share and
+        none is too old; returns them. Sets ``room``: whether, after that, clips fit at all.
 
-        Clips being written count towards the quota (they take the disk) but are never deleted.
+        Clips being written count towards the quota (they take the disk) but are never deleted here:
+        when they alone leave no room, ``room`` says so and the service cuts them short.
         Day folders left empty are removed, but for today's.
         """
         now = time.time() if now is None else now
         with self._lock:
             clips, writing = self._scan()
             total = sum(clip.size for clip in clips) + writing
+            disk = shutil.disk_usage(self.folder)
+            floor = self.min_free_share * disk.total
+            free = disk.free
             deleted = []
             for clip in clips:  # oldest first
                 too_old = self.max_age_seconds > 0 and clip.mtime < now - self.max_age_seconds
-                if total <= self.max_bytes and not too_old:
+                over = (self.max_bytes is not None and total > self.max_bytes) or free < floor
+                if not over and not too_old:
                     break  # the rest are newer: neither too old nor needed for space
                 try:
                     clip.path.unlink()
@@ -106,6 +127,8 @@ class ClipStore:
                     log.error("clip %s could not be deleted: %s", clip.path, error)
                     continue
                 total -= clip.size
+                free += clip.size
+            self.room = (self.max_bytes is None or total <= self.max_bytes) and free >= floor
             today = time.strftime("%Y-%m-%d", time.localtime(now))
             for day in sorted({path.parent for path in deleted}):
                 if day.name != today:  # a clip may be starting there: its folder is made just before the file
