@@ -38,7 +38,14 @@ from appliance import envfile
 from appliance.config import Config, read_env_file
 from appliance.errors import ConfigError
 
-DEVICE_DEFAULTS = {"HOSTNAME": "", "MQTT_USER": "mqtt", "MQTT_PASSWORD": ""}
+DEVICE_DEFAULTS = {
+    "HOSTNAME": "",
+    "MQTT_USER": "mqtt",
+    "MQTT_PASSWORD": "",
+    "MQTT_TLS_CERT_FILE": "",
+    "MQTT_TLS_KEY_FILE": "",
+}
+TLS_PORT = 8883
 APPLIANCE_USER = "appliance"  # the appliance's own login to the local broker
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -155,6 +162,66 @@ class Setup:
                 handed = {"APPLIANCE_MQTT_USER": APPLIANCE_USER, "APPLIANCE_MQTT_PASSWORD": users[APPLIANCE_USER]}
         self.write_handed(handed)
         self.write_password_file(users)
+        appliance = handed.get("APPLIANCE_MQTT_USER") or values.get("APPLIANCE_MQTT_USER")
+        self.write_acl(appliance, [name for name in users if name != appliance], values)
+        self.apply_tls(device["MQTT_TLS_CERT_FILE"], device["MQTT_TLS_KEY_FILE"])
+
+    def write_acl(self, appliance: str | None, subscribers: list[str], values: Mapping[str, str]) -> None:
+        """Who may do what on the broker: the appliance writes its own prefix and the discovery prefix;
+        subscribers read, and may say Home Assistant's birth on its status topic; nobody else anything.
+        (Before, any logged-in user could publish fake alerts, overwrite the retained status and person
+        states, or inject Home Assistant entities.)"""
+        defaults = Config()
+        prefix = values.get("APPLIANCE_MQTT_PREFIX", defaults.mqtt_prefix).strip() or defaults.mqtt_prefix
+        discovery = values.get("APPLIANCE_HA_PREFIX", defaults.ha_prefix).strip() or defaults.ha_prefix
+        lines = ["# Written by appliance-setup at every boot, from the boot partition's two env files."]
+        if appliance is not None:
+            lines += [f"user {appliance}", f"topic readwrite {prefix}/#", f"topic readwrite {discovery}/#"]
+        for user in sorted(subscribers):
+            lines += [f"user {user}", "topic read #", f"topic readwrite {discovery}/status"]
+        self.broker_file(self.root / "etc/mosquitto/appliance.acl", "\n".join(lines) + "\n")
+
+    def broker_file(self, target: Path, text: str) -> None:
+        """A file the broker reads after giving up root: its group may read it, nobody else."""
+        staging = target.with_name(target.name + ".new")
+        private_file(staging, text)
+        try:
+            os.chown(staging, 0, grp.getgrnam("mosquitto").gr_gid)
+            os.chmod(staging, 0o640)
+        except KeyError:
+            self.problem("there is no group 'mosquitto': is mosquitto installed?")
+        staging.replace(target)
+
+    def apply_tls(self, cert: str, key: str) -> None:
+        """A TLS listener on TLS_PORT when the device file names a certificate and its key (copied where the
+        broker may read them); none otherwise. The plain listener stays, for the appliance on this Pi."""
+        listener = self.root / "etc/mosquitto/conf.d/appliance-tls.conf"
+        if not cert and not key:
+            listener.unlink(missing_ok=True)
+            return
+        files = {}
+        for name, given in (("appliance-tls.crt", cert), ("appliance-tls.key", key)):
+            source = self.root / given.lstrip("/") if given else None
+            try:
+                if source is None:
+                    raise FileNotFoundError("not set")
+                files[name] = source.read_text()
+            except (OSError, UnicodeDecodeError) as error:
+                self.problem(f"MQTT_TLS_CERT_FILE / MQTT_TLS_KEY_FILE: cannot read {given or name}: {error}; no TLS")
+                listener.unlink(missing_ok=True)
+                return
+        folder = self.root / "etc/mosquitto/certs"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            self.broker_file(folder / name, text)
+        config = (
+            "# Written by appliance-setup: MQTT_TLS_CERT_FILE and MQTT_TLS_KEY_FILE in appliance-device.env.\n"
+            f"listener {TLS_PORT}\ncertfile /etc/mosquitto/certs/appliance-tls.crt\n"
+            "keyfile /etc/mosquitto/certs/appliance-tls.key\n"
+        )
+        listener.parent.mkdir(parents=True, exist_ok=True)
+        listener.write_text(config)
+        self.log(f"MQTT broker: a TLS listener on port {TLS_PORT}")
 
     def write_handed(self, values: Mapping[str, str]) -> None:
         folder = self.root / "run/appliance-setup"
@@ -164,20 +231,15 @@ class Setup:
 
     def write_password_file(self, users: Mapping[str, str]) -> None:
         target = self.root / "etc/mosquitto/appliance.passwd"
-        staging = target.with_name(target.name + ".new")
+        staging = target.with_name(target.name + ".plain")
         private_file(staging, "".join(f"{user}:{password}\n" for user, password in users.items()))
         done = subprocess.run(["mosquitto_passwd", "-U", str(staging)], capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            staging.unlink()
+        hashed = staging.read_text() if done.returncode == 0 else None
+        staging.unlink()
+        if hashed is None:
             self.problem(f"mosquitto_passwd failed: {done.stderr.strip() or done.stdout.strip()}")
             return
-        # Mosquitto reads the file after giving up root: its group may read, nobody else.
-        try:
-            os.chown(staging, 0, grp.getgrnam("mosquitto").gr_gid)
-            os.chmod(staging, 0o640)
-        except KeyError:
-            self.problem("there is no group 'mosquitto': is mosquitto installed?")
-        staging.replace(target)
+        self.broker_file(target, hashed)
         self.log(f"MQTT broker users: {', '.join(sorted(users)) or 'none'}")
 
     def strip_byte_order_mark(self) -> None:

@@ -41,6 +41,9 @@ class Broker:
     folder: Path
     options: str = ""  # more config lines, after the listener's (TLS files, a password file)
     allow_anonymous: bool = True
+    # a collector may fall behind a publisher draining its backlog: queue, never drop (off: mosquitto's
+    # default, as the image ships it; 2.0.11 drops a client whose QoS 1 publish the ACL denies, with it on)
+    queue_all: bool = True
     port: int = field(default_factory=free_port)
     host: str = HOST
     process: subprocess.Popen[bytes] | None = None
@@ -48,12 +51,11 @@ class Broker:
     def __post_init__(self) -> None:
         self.config = self.folder / "mosquitto.conf"
         self.log = self.folder / "mosquitto.log"
+        queue = "max_queued_messages 0\n" if self.queue_all else ""
         self.config.write_text(
             f"listener {self.port} {HOST}\n{self.options}\n"
             f"allow_anonymous {str(self.allow_anonymous).lower()}\n"
-            f"persistence true\npersistence_location {self.folder}/\n"
-            # a collector may fall behind a publisher draining its backlog: queue, never drop
-            "max_queued_messages 0\n"
+            f"persistence true\npersistence_location {self.folder}/\n{queue}"
             # started as root, mosquitto would switch to a user that cannot write the folder
             f"user {getpass.getuser()}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
@@ -136,7 +138,14 @@ class Collector:
     is away reach it once both are back.
     """
 
-    def __init__(self, broker: Broker, *topics: str) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        *topics: str,
+        user: str | None = None,
+        password: str | None = None,
+        ca_certs: str | None = None,
+    ) -> None:
         self.topics = topics
         self.messages: list[Received] = []
         self._changed = threading.Condition()
@@ -145,6 +154,10 @@ class Collector:
             CallbackAPIVersion.VERSION2, client_id=f"collector-{os.getpid()}-{next(_collectors)}", clean_session=False
         )
         self._client.reconnect_delay_set(0.05, 0.2)  # type: ignore[arg-type]  # paho takes float seconds
+        if user is not None:
+            self._client.username_pw_set(user, password)
+        if ca_certs is not None:
+            self._client.tls_set(ca_certs=ca_certs)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = lambda *_: self._subscribed.set()
         self._client.on_message = self._on_message
@@ -189,6 +202,7 @@ class Collector:
         self.close()
 
 
-def collect(broker: Broker, *topics: str) -> Collector:
-    """Subscribe to ``topics`` (filters) now; use as a context manager to unsubscribe."""
-    return Collector(broker, *topics)
+def collect(broker: Broker, *topics: str, **login: str) -> Collector:
+    """Subscribe to ``topics`` (filters) now, with ``login`` (user, password, ca_certs) if given; use as a
+    context manager to unsubscribe."""
+    return Collector(broker, *topics, **login)

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -23,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance import envfile
 from appliance.config import SETTINGS, Config, parse_config, read_env_file
-from tests.broker import Broker
+from tests.broker import Broker, collect
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_BUILD = ROOT / "image-build"
@@ -214,6 +215,7 @@ def test_the_broker_listens_on_the_network_and_wants_a_password() -> None:
         "listener": "1883",
         "allow_anonymous": "false",
         "password_file": "/etc/mosquitto/appliance.passwd",
+        "acl_file": "/etc/mosquitto/appliance.acl",
     }
 
 
@@ -224,15 +226,22 @@ def device_broker(device: Device, tmp_path: Path) -> Iterator[Broker]:
     device.device_env("MQTT_USER=viewer\nMQTT_PASSWORD=s3cret\n")
     assert device.setup().returncode == 0
     # The shipped directives, but on 127.0.0.1 and a free port (tests talk to no other address).
-    password_file = device.root / shipped_broker_directives()["password_file"].lstrip("/")
-    folder = tmp_path / "broker"
-    folder.mkdir()
-    running = Broker(folder, options=f"password_file {password_file}", allow_anonymous=False)
-    running.start()
+    running = shipped_broker(device, tmp_path / "broker")
     try:
         yield running
     finally:
         running.stop()
+
+
+def shipped_broker(device: Device, folder: Path, more: str = "") -> Broker:
+    """Mosquitto with the shipped directives and the files appliance-setup wrote, on 127.0.0.1 and a free port."""
+    shipped = shipped_broker_directives()
+    files = {key: device.root / shipped[key].lstrip("/") for key in ("password_file", "acl_file")}
+    folder.mkdir()
+    options = "".join(f"{key} {path}\n" for key, path in files.items()) + more
+    running = Broker(folder, options=options, allow_anonymous=False, queue_all=False)
+    running.start()
+    return running
 
 
 def connect(broker: Broker, user: str | None, password: str | None) -> str:
@@ -274,14 +283,94 @@ def test_the_broker_gets_the_password_systemd_hands_the_appliance(device: Device
     device.appliance_env('APPLIANCE_MQTT_USER=cam\nAPPLIANCE_MQTT_PASSWORD=pa\\ss" q"\\$x\n')
     device.device_env('MQTT_USER=viewer\nMQTT_PASSWORD="s3cret \\"quoted\\""\n')
     assert device.setup().returncode == 0
-    password_file = device.root / shipped_broker_directives()["password_file"].lstrip("/")
-    folder = tmp_path / "broker"
-    folder.mkdir()
-    running = Broker(folder, options=f"password_file {password_file}", allow_anonymous=False)
-    running.start()
+    running = shipped_broker(device, tmp_path / "broker")
     try:
         assert connect(running, "cam", "pass q$x") == "Success"
         assert connect(running, "cam", 'pa\\ss" q"\\$x') == "Not authorized"
         assert connect(running, "viewer", 's3cret "quoted"') == "Success"
     finally:
         running.stop()
+
+
+def publish(broker: Broker, user: str, password: str, messages: list[tuple[str, str, bool]], **tls: Any) -> None:
+    """Publish ``messages`` (topic, payload, retained) in order on one connection."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.username_pw_set(user, password)
+    if tls:
+        client.tls_set(**tls)
+    connected = threading.Event()
+    client.on_connect = lambda *_: connected.set()
+    client.connect(broker.host, broker.port, keepalive=5)
+    client.loop_start()
+    try:
+        assert connected.wait(10), "the broker did not answer"
+        for topic, payload, retain in messages:
+            client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_subscribers_read_but_only_the_appliance_writes_its_topics(device: Device, device_broker: Broker) -> None:
+    """Before, any logged-in user could publish fake alerts, overwrite the retained status and person
+    states, or inject Home Assistant entities."""
+    own = device.handed()
+    appliance = (own["APPLIANCE_MQTT_USER"], own["APPLIANCE_MQTT_PASSWORD"])
+    publish(
+        device_broker, *appliance, [("appliance/pi/status", "online", True), ("appliance/pi/cam0/person", "OFF", True)]
+    )
+    forged = [
+        ("appliance/pi/status", "offline", True),
+        ("appliance/pi/cam0/person", "ON", True),
+        ("appliance/pi/alert", '{"level":"alarm"}', False),
+        ("homeassistant/device/fake/config", "{}", True),
+        ("homeassistant/status", "online", False),  # Home Assistant's own birth message: allowed
+    ]
+    with collect(device_broker, "#", user="viewer", password="s3cret") as seen:
+        publish(device_broker, "viewer", "s3cret", forged)
+        received = seen.wait_for(lambda m: any(x.topic == "homeassistant/status" for x in m))
+    assert sorted((m.topic, m.payload) for m in received) == [
+        ("appliance/pi/cam0/person", "OFF"),
+        ("appliance/pi/status", "online"),
+        ("homeassistant/status", "online"),
+    ]
+
+
+def test_a_certificate_in_the_device_file_opens_a_tls_listener(device: Device, tmp_path: Path) -> None:
+    from tests.test_mqtt import make_certificates
+
+    certificates = make_certificates(tmp_path)
+    shutil.copy(certificates["server.crt"], device.boot / "mqtt.crt")
+    shutil.copy(certificates["server.key"], device.boot / "mqtt.key")
+    device.device_env(
+        "MQTT_USER=viewer\nMQTT_PASSWORD=s3cret\n"
+        "MQTT_TLS_CERT_FILE=/boot/firmware/mqtt.crt\nMQTT_TLS_KEY_FILE=/boot/firmware/mqtt.key\n"
+    )
+    done = device.setup()
+    assert done.returncode == 0, done.stderr
+    listener = (device.root / "etc/mosquitto/conf.d/appliance-tls.conf").read_text()
+    assert "listener 8883\n" in listener
+    for name in ("appliance-tls.crt", "appliance-tls.key"):
+        assert mode(device.root / "etc/mosquitto/certs" / name) == 0o640
+    directives = dict(line.split(None, 1) for line in listener.splitlines() if line and not line.startswith("#"))
+    files = {key: device.root / value.lstrip("/") for key, value in directives.items() if key != "listener"}
+    # the TLS listener alone, on a free port of 127.0.0.1 (Broker's own listener is the plain one)
+    running = shipped_broker(device, tmp_path / "broker", "".join(f"{k} {v}\n" for k, v in files.items()))
+    try:
+        own = device.handed()
+        with collect(
+            running, "appliance/#", user="viewer", password="s3cret", ca_certs=str(certificates["ca.crt"])
+        ) as seen:
+            publish(
+                running,
+                own["APPLIANCE_MQTT_USER"],
+                own["APPLIANCE_MQTT_PASSWORD"],
+                [("appliance/pi/status", "online", True)],
+                ca_certs=str(certificates["ca.crt"]),
+            )
+            assert [m.payload for m in seen.wait_for(lambda m: len(m) >= 1)] == ["online"]
+    finally:
+        running.stop()
+    device.device_env("MQTT_USER=viewer\nMQTT_PASSWORD=s3cret\n")  # no certificate: no TLS listener
+    assert device.setup().returncode == 0
+    assert not (device.root / "etc/mosquitto/conf.d/appliance-tls.conf").exists()
