@@ -1,4 +1,4 @@
-"""systemd notification: READY once models and cameras are up, WATCHDOG only while frames flow.
+"""systemd notification: READY once models and cameras are up, WATCHDOG while no thread hangs.
 
 The protocol is one datagram to the socket named by ``$NOTIFY_SOCKET`` (what ``sd_notify`` and
 python3-systemd's ``daemon.notify`` send); speaking it directly keeps the service free of a

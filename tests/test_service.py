@@ -157,7 +157,7 @@ def test_availability_is_online_while_running_and_offline_after(visit_run: Run) 
     assert status[-1] == "offline"
 
 
-def test_systemd_hears_ready_and_watchdog_pings_while_frames_flow(visit_run: Run) -> None:
+def test_systemd_hears_ready_and_watchdog_pings_while_the_service_runs(visit_run: Run) -> None:
     states = [text for _, text in visit_run.notifications]
     assert states, visit_run.stderr[-2000:]
     assert any(text.startswith("READY=1") for text in states)
