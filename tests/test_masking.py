@@ -13,6 +13,7 @@ import pytest
 
 from appliance.masking import mask_secrets
 from tests.broker import Broker, Collector
+from tests.service_process import start_service
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,14 +54,7 @@ def test_the_service_says_a_failing_cameras_uri_without_its_secrets(broker: Brok
         "APPLIANCE_MQTT_PASSWORD=broker-secret\nAPPLIANCE_LOG_LEVEL=debug\n"
     )
     subscriber = Collector(broker, "mask/#")
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "run", "--env-file", str(env)],
-        env=environ,
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_service(env)
     try:
         states = subscriber.wait_for(lambda m: any(x.topic == "mask/pi/cam0/state" for x in m), timeout=30)
     finally:

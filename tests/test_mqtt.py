@@ -645,14 +645,21 @@ def clock(when: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(when))
 
 
-def test_watch_prints_a_line_per_message(broker: Broker, make_publisher: MakePublisher) -> None:
+def start_watch(broker: Broker, max_messages: int) -> tuple[io.StringIO, list[int], threading.Thread]:
+    """`appliance watch` on a thread until ``max_messages`` came: what it printed, its status, the thread."""
     out = io.StringIO()
     result: list[int] = []
     thread = threading.Thread(
-        target=lambda: result.append(run_watch(watch_args(broker), Config(), out, max_messages=6)), daemon=True
+        target=lambda: result.append(run_watch(watch_args(broker), Config(), out, max_messages=max_messages)),
+        daemon=True,
     )
     thread.start()
     wait_until(lambda: "-- watching t/+/..." in out.getvalue())
+    return out, result, thread
+
+
+def test_watch_prints_a_line_per_message(broker: Broker, make_publisher: MakePublisher) -> None:
+    out, result, thread = start_watch(broker, max_messages=6)
     publisher = make_publisher()
     reports: list[Report] = [
         EventReport("start", "ev1", "cam0", T0, T0, persons=1, max_persons=1),
@@ -724,13 +731,7 @@ def test_watch_shows_absurd_times_as_received_and_escapes_control_characters() -
 
 def test_watch_goes_on_after_any_payload(broker: Broker) -> None:
     """Anyone who may publish on the broker can send anything; the line after it still comes."""
-    out = io.StringIO()
-    result: list[int] = []
-    thread = threading.Thread(
-        target=lambda: result.append(run_watch(watch_args(broker), Config(), out, max_messages=7)), daemon=True
-    )
-    thread.start()
-    wait_until(lambda: "-- watching t/+/..." in out.getvalue())
+    out, result, thread = start_watch(broker, max_messages=7)
     hostile = [
         b'{"ts": 1e20, "state": "ok"}',
         b'{"ts": NaN, "phase": "start", "event_id": "x", "persons": NaN}',

@@ -9,11 +9,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +24,7 @@ from appliance.sim.captions import parse
 from appliance.sim.render import Renderer
 from appliance.sim.scenario import load_scenario
 from tests.broker import Broker, Collector
+from tests.service_process import run_service, start_service
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,15 +98,7 @@ def visit_run(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
     notify.settimeout(0.2)
     notifications: list[tuple[float, str]] = []
     subscriber = Collector(broker, "test/#", "homeassistant/#")
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    environ |= {"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "4000000"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "run", "--env-file", str(env_file)],
-        env=environ,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+    process = start_service(env_file, NOTIFY_SOCKET=notify_path, WATCHDOG_USEC="4000000")
     stderr: list[str] = []
     reader = threading.Thread(target=lambda: stderr.extend(process.stderr or []), daemon=True)
     reader.start()
@@ -116,7 +106,10 @@ def visit_run(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Itera
     try:
         # camera 1 is never there, so the service runs until it is told to stop, as under systemd
         while time.monotonic() < min(deadline, stop_at):
-            if stop_at == float("inf") and any(m.payload == "OFF" for m in subscriber.on("test/pi/cam0/person")):
+            if stop_at == float("inf") and [m.payload for m in subscriber.on("test/pi/cam0/person")][-2:] == [
+                "ON",
+                "OFF",
+            ]:
                 stop_at = time.monotonic() + 4.0  # the post-roll, the last caption, a stats period
             with contextlib.suppress(TimeoutError):
                 notifications.append((time.time(), notify.recv(512).decode()))
@@ -169,12 +162,12 @@ def test_systemd_hears_ready_and_watchdog_pings_while_the_service_runs(visit_run
 
 def test_the_person_sensor_turns_on_soon_after_the_person_appears(visit_run: Run) -> None:
     person = visit_run.subscriber.on("test/pi/cam0/person")
-    assert [m.payload for m in person] == ["ON", "OFF"]
+    assert [m.payload for m in person] == ["OFF", "ON", "OFF"]  # OFF from the start: nobody seen yet
     camera = json_on(visit_run, "test/pi/cam0/state")
     assert camera[0]["state"] == "ok"
     # the camera's first frame is the scenario's time 0
     started = float(camera[0]["ts"])  # type: ignore[arg-type]
-    latency = person[0].at - (started + first_person_time(visit_run))
+    latency = person[1].at - (started + first_person_time(visit_run))
     assert 0 < latency < 2.0
 
 
@@ -248,17 +241,8 @@ def run_shipped(broker: Broker, folder: Path, scenario: str, prefix: str, timeou
         f"APPLIANCE_DATA_DIR={folder / 'data'}\n"
         "APPLIANCE_THREADS=1\n"
     )
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
     subscriber = Collector(broker, f"{prefix}/#")
-    result = subprocess.run(
-        [sys.executable, "-m", "appliance", "run", "--env-file", str(env_file)],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        check=False,
-    )
+    result = run_service(env_file, timeout=timeout)
     if result.returncode != 0:
         subscriber.close()
         pytest.fail(f"appliance run exited with {result.returncode}: {result.stderr[-3000:]}")
@@ -289,7 +273,7 @@ def test_two_minutes_of_nobody_start_no_event(broker: Broker, tmp_path: Path) ->
     # the scene moves all along, so the detector ran all along (not an idle camera seen every 5 s)
     assert stats
     assert all(s["detections_per_s"] >= 4 for s in stats)
-    assert sensors == []
+    assert sensors == ["OFF", "OFF"]  # each camera's at the start: nobody seen yet
     assert events == []
     assert list((tmp_path / "data").rglob("*.mp4")) == []
 
@@ -314,11 +298,7 @@ def test_with_both_cameras_dead_the_watchdog_is_still_pinged_and_the_cameras_rep
     notify.bind(notify_path)
     notify.settimeout(0.2)
     subscriber = Collector(broker, "dead/#")
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    environ |= {"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "4000000"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "run", "--env-file", str(env)], env=environ, cwd=ROOT, text=True
-    )
+    process = start_service(env, stderr=None, NOTIFY_SOCKET=notify_path, WATCHDOG_USEC="4000000")
     notifications: list[tuple[float, str]] = []
     try:
         deadline = time.monotonic() + 40
@@ -347,17 +327,6 @@ def test_with_both_cameras_dead_the_watchdog_is_still_pinged_and_the_cameras_rep
     pings = [t for t, text in notifications[ready:] if text == "WATCHDOG=1"]
     assert len(pings) >= 5
     assert max(b - a for a, b in itertools.pairwise([notifications[ready][0], *pings])) < 4.0
-
-
-def start_service(env: Path) -> subprocess.Popen[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "appliance", "run", "--env-file", str(env)],
-        env=environ,
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def test_a_kill_mid_event_loses_neither_the_clip_nor_the_end_nor_the_sensor(broker: Broker, tmp_path: Path) -> None:

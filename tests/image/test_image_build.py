@@ -178,7 +178,11 @@ def test_appliance_setup_runs_in_the_image(built: Built, boot_files_inside: Call
             (built.root / path.lstrip("/")).unlink()
     users = (built.root / "etc/mosquitto/appliance.passwd").read_text()
     assert users.startswith("appliance:$7$")
-    assert (built.root / "run/appliance-setup/mqtt.env").read_text().startswith("APPLIANCE_MQTT_USER=appliance\n")
+    login = read_env_file(built.root / "run/appliance-setup/mqtt.env")  # read as systemd reads it
+    assert login["APPLIANCE_MQTT_USER"] == "appliance"
+    assert len(login["APPLIANCE_MQTT_PASSWORD"]) >= 24
+    acl = (built.root / "etc/mosquitto/appliance.acl").read_text()
+    assert "user appliance\n" in acl
 
 
 def test_the_image_size(built: Built, record_property: Callable[[str, object], None]) -> None:
