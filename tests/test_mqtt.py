@@ -659,6 +659,7 @@ def start_watch(broker: Broker, max_messages: int) -> tuple[io.StringIO, list[in
 
 
 def test_watch_prints_a_line_per_message(broker: Broker, make_publisher: MakePublisher) -> None:
+    started = time.time()
     out, result, thread = start_watch(broker, max_messages=6)
     publisher = make_publisher()
     reports: list[Report] = [
@@ -685,15 +686,31 @@ def test_watch_prints_a_line_per_message(broker: Broker, make_publisher: MakePub
     assert result == [0]
     lines = out.getvalue().splitlines()
     assert lines[0] == f"-- watching t/+/... on {HOST}:{broker.port}"
-    assert lines[1].endswith(" dev status   online")
-    assert lines[2:] == [
-        f"{clock(T0)} dev/cam0 event    start  ev1: 1 person",
-        f"{clock(T0 + 1)} dev/cam0 caption  a person in a red shirt is holding a knife"
-        "  (alarm: word:knife, violence:0.82)",
-        f'{clock(T0 + 1)} dev/cam0 alert    ALARM: word:knife, violence:0.82  "a person holding a knife"',
-        f"{clock(T0 + 2)} dev/cam1 state    failed: no frames for 5 s",
-        f"{clock(T0 + 20)} dev/cam0 event    end    ev1 after 15 s, 2 people at most, clip /clips/ev1.mp4",
+    arrivals = [line[:8] for line in lines[1:]]
+    assert arrivals == sorted(arrivals), "each line leads with its arrival: the column only goes up"
+    assert arrivals[0] >= clock(started)
+    assert [line[9:] for line in lines[1:]] == [
+        "dev status   online",
+        f"dev/cam0 event    start  ev1: 1 person  [at {clock(T0)}]",
+        "dev/cam0 caption  a person in a red shirt is holding a knife"
+        f"  (alarm: word:knife, violence:0.82)  [keyframe {clock(T0 + 1)}]",
+        f'dev/cam0 alert    ALARM: word:knife, violence:0.82  "a person holding a knife"  [keyframe {clock(T0 + 1)}]',
+        f"dev/cam1 state    failed: no frames for 5 s  [at {clock(T0 + 2)}]",
+        f"dev/cam0 event    end    ev1 after 15 s, 2 people at most, clip /clips/ev1.mp4  [at {clock(T0 + 20)}]",
     ]
+
+
+def test_watch_shows_a_live_message_at_its_arrival_and_a_caption_with_its_keyframe() -> None:
+    now = time.time()
+    event = json.dumps({"ts": now - 1, "phase": "update", "event_id": "ev1", "persons": 1, "duration": 8})
+    assert (
+        describe("t/dev/cam0/event", event.encode(), now)
+        == f"{clock(now)} dev/cam0 event    update ev1: 1 person after 8 s"
+    )
+    caption = json.dumps({"ts": now - 1, "caption": "a person is walking", "alert": "none"})
+    assert describe("t/dev/cam0/caption", caption.encode(), now) == (
+        f"{clock(now)} dev/cam0 caption  a person is walking  [keyframe {clock(now - 1)}]"
+    )
 
 
 def test_watch_reports_an_absent_broker_once_and_ends_on_stop(broker: Broker) -> None:
@@ -724,7 +741,9 @@ def test_watch_shows_absurd_times_as_received_and_escapes_control_characters() -
         assert line == f"{clock(now)} dev/cam0 state    ok", ts
     payload = json.dumps({"ts": T0, "caption": "a person\x1b[2J\x1b]0;owned\x07 in red\nnext", "alert": "none"})
     line = describe("t/dev/cam0/caption", payload.encode(), now)
-    assert line == f"{clock(T0)} dev/cam0 caption  a person\\x1b[2J\\x1b]0;owned\\x07 in red\\nnext"
+    assert line == (
+        f"{clock(now)} dev/cam0 caption  a person\\x1b[2J\\x1b]0;owned\\x07 in red\\nnext  [keyframe {clock(T0)}]"
+    )
     assert line.isprintable()
     assert describe("t/dev\x1b[31m/cam0/state", b"{}", now).isprintable()
 
@@ -756,7 +775,7 @@ def test_watch_goes_on_after_any_payload(broker: Broker) -> None:
     assert result == [0]
     lines = out.getvalue().splitlines()
     assert len(lines) == 8  # the connection line, six hostile payloads, and the plain one after them
-    assert lines[-1] == f"{clock(T0)} dev/cam0 state    ok"
+    assert lines[-1].endswith(f" dev/cam0 state    ok  [at {clock(T0)}]")
     assert all(line.isprintable() for line in lines)
 
 

@@ -2,7 +2,11 @@
 
     14:03:12 kitchen/cam0 caption  a person is holding a knife  (alarm: word:knife, violence:0.82)
 
-Times are the messages' own, in local time. Lines starting with ``--`` are about the connection.
+Lines come in the order the messages arrive, each led by its time of arrival (local time), so the
+first column only ever goes up. A caption or alert also shows the moment it describes (its
+keyframe's time, seconds earlier); any other message whose own time is 2 s or more from its
+arrival (a retained state, a backlog after an outage) shows its own time. Lines starting with
+``--`` are about the connection.
 A payload it cannot read becomes a short line naming the topic; it never ends the watch: anyone
 who may publish on the broker can send anything (a time of 1e20 or NaN, control characters that
 would drive the terminal), and it is printed escaped, or not at all.
@@ -12,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +31,9 @@ from appliance.errors import ConfigError
 from appliance.mqtt.publisher import MqttSettings, make_client
 
 T = TypeVar("T")
+KEYFRAME_KINDS = ("caption", "alert")  # their time is the keyframe's
+UNSHOWABLE = "--:--:--"
+LATE = 2.0  # seconds between a message's own time and its arrival worth showing
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -181,18 +187,28 @@ def _describe(topic: str, payload: bytes | bytearray, received: float) -> str:
         return f"{_clock(received)} {source} {kind:8} (unreadable) {text[:60]!r}"
     if kind == "alert" and isinstance(data.get("camera"), str):
         source = f"{device}/{data['camera']}"
-    when = data.get("ts")
-    if not isinstance(when, int | float) or isinstance(when, bool) or not math.isfinite(when):
-        when = received
-    return f"{_clock(when, received)} {source} {kind:8} {body}"
+    return f"{_clock(received)} {source} {kind:8} {body}{_moment(kind, data.get('ts'), received)}"
 
 
-def _clock(when: float, fallback: float | None = None) -> str:
-    """``when`` as local HH:MM:SS; a time the clock cannot show (1e20) gives ``fallback``'s."""
+def _moment(kind: str, when: object, received: float) -> str:
+    """The moment a message is about, where it is not its arrival: ``  [keyframe 14:03:12]``; nothing for a
+    time the clock cannot show (1e20, NaN)."""
+    if not isinstance(when, int | float) or isinstance(when, bool):
+        return ""
+    shown = _clock(when)
+    if shown == UNSHOWABLE:
+        return ""
+    if kind in KEYFRAME_KINDS:
+        return f"  [keyframe {shown}]"
+    return f"  [at {shown}]" if abs(received - when) >= LATE else ""
+
+
+def _clock(when: float) -> str:
+    """``when`` as local HH:MM:SS."""
     try:
         return time.strftime("%H:%M:%S", time.localtime(when))
     except (OverflowError, OSError, ValueError):
-        return _clock(fallback) if fallback is not None else "--:--:--"
+        return UNSHOWABLE
 
 
 def _why(level: str, reasons: list[str]) -> str:
