@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from appliance import __version__
-from appliance.config import Config, as_env, load_config, markdown_table
+from appliance.config import Config, as_env, given_values, load_config, markdown_table
 from appliance.errors import ApplianceError
 from appliance.logs import setup_logging
 from appliance.masking import mask_secrets
@@ -39,13 +41,8 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    from appliance.service import Service
-
-    config = _load(args)
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM (systemd's stop) or SIGINT (Ctrl-C)."""
     stop = threading.Event()
 
     def request_stop(number: int, _frame: object) -> None:
@@ -54,7 +51,26 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    return Service(config).run(stop)
+    return stop
+
+
+def _run(args: argparse.Namespace) -> int:
+    from appliance.service import Service
+
+    config = _load(args)
+    return Service(config).run(_stop_on_signals())
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from appliance.demo import run_demo
+
+    given = given_values(os.environ, args.env_file)
+    stop = _stop_on_signals()
+    if args.seconds is not None:
+        timer = threading.Timer(args.seconds, stop.set)
+        timer.daemon = True
+        timer.start()
+    return run_demo(given, sys.stdout, stop, scenario=args.scenario)
 
 
 def _watch(args: argparse.Namespace) -> int:
@@ -114,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", "run the appliance: cameras, detection, events, recording, MQTT (what systemd starts)")
     run.set_defaults(handler=_run)
+
+    demo = command(
+        "demo",
+        "the synthetic world on both cameras, a private broker, and what watch prints; nothing else needed",
+    )
+    demo.add_argument("--seconds", type=float, metavar="S", help="stop after S seconds (default: at Ctrl-C)")
+    demo.add_argument("--scenario", default="shop-knife", help="a shipped scenario with two views (default shop-knife)")
+    demo.set_defaults(handler=_demo)
 
     from appliance.mqtt.watch import add_arguments
 

@@ -503,11 +503,16 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def load_config(environ: Mapping[str, str], env_file: Path | None = None) -> Config:
-    """The config from ``env_file`` (when given) overlaid by ``APPLIANCE_*`` keys of ``environ``."""
+def given_values(environ: Mapping[str, str], env_file: Path | None = None) -> dict[str, str]:
+    """The settings given: ``env_file``'s (when given) overlaid by the ``APPLIANCE_*`` keys of ``environ``."""
     values = read_env_file(env_file) if env_file is not None else {}
     values.update({key: value for key, value in environ.items() if key.startswith(PREFIX)})
-    return parse_config(values)
+    return values
+
+
+def load_config(environ: Mapping[str, str], env_file: Path | None = None) -> Config:
+    """The config from ``env_file`` (when given) overlaid by ``APPLIANCE_*`` keys of ``environ``."""
+    return parse_config(given_values(environ, env_file))
 
 
 def as_env(config: Config, reveal: bool = True) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -28,7 +27,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from appliance.bench.broker import accepts, free_port
+from appliance.mqtt.private_broker import accepts, free_port
+from tests.parts import need
 
 HOST = "127.0.0.1"  # tests never talk to any other address
 _collectors = count()
@@ -93,8 +93,7 @@ class Broker:
 
 
 def _running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    if shutil.which("mosquitto") is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto mosquitto-clients)")
+    need("mosquitto")
     running = Broker(tmp_path_factory.mktemp("mosquitto"))
     running.start()
     try:

@@ -26,6 +26,8 @@ from appliance.sim.scenario import load_scenario
 from tests.broker import Broker, Collector
 from tests.service_process import run_service, start_service
 
+pytestmark = pytest.mark.slow  # the service in real time on the synthetic world: 4 minutes
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # One room: someone walks in 3 s after the start, stands, and leaves; 20 s in all.
@@ -382,3 +384,17 @@ def test_a_kill_mid_event_loses_neither_the_clip_nor_the_end_nor_the_sensor(brok
         frames = [f.time for f in container.decode(container.streams.video[0])]
     assert frames[-1] - frames[0] >= 1.5  # the pre-roll and the fragments flushed before the kill
     assert not list((tmp_path / "data").rglob("*.part"))
+
+
+def test_a_camera_that_cannot_exist_stops_the_service_naming_its_key(tmp_path: Path) -> None:
+    """A shipped scenario that does not exist is no camera to retry: run ends at once with status 2, as check does,
+    so systemd's restart cannot loop on it."""
+    env = tmp_path / "appliance.env"
+    env.write_text(
+        "APPLIANCE_CAMERA_0=sim:shop-knife\nAPPLIANCE_CAMERA_1=sim:no-such-scenario\n"
+        f"APPLIANCE_DATA_DIR={tmp_path / 'data'}\nAPPLIANCE_MQTT_HOST=127.0.0.1\nAPPLIANCE_MQTT_PORT=9\n"
+    )
+    result = run_service(env, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("appliance: APPLIANCE_CAMERA_1: ")
+    assert "no-such-scenario" in result.stderr

@@ -8,13 +8,7 @@ and the MQTT figures are reported as not measured. Nothing is sent anywhere else
 from __future__ import annotations
 
 import contextlib
-import getpass
 import logging
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,11 +19,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from appliance.config import Config
+from appliance.mqtt.private_broker import LOCAL, installed, private_mosquitto
 from appliance.mqtt.publisher import MqttSettings, make_client
 
 log = logging.getLogger(__name__)
 
-LOCAL = "127.0.0.1"
 CONNECT_WAIT = 5.0  # seconds a broker has to accept the subscriber
 RETAINED = ("status", "person", "state")  # last topic levels the appliance publishes retained
 
@@ -104,23 +98,6 @@ class Broker:
         return f"{self.whose} broker at {self.settings.address}"
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as probe:
-        probe.bind((LOCAL, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def accepts(port: int) -> bool:
-    """Whether something accepts connections on 127.0.0.1:``port``."""
-    try:
-        with socket.create_connection((LOCAL, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 def _answers(settings: MqttSettings) -> bool:
     subscriber = Subscriber(settings, "appliance-bench-probe")
     if not subscriber.connect():
@@ -130,46 +107,17 @@ def _answers(settings: MqttSettings) -> bool:
 
 
 @contextlib.contextmanager
-def _mosquitto(folder: Path) -> Iterator[int | None]:
-    """A private mosquitto on 127.0.0.1; yields its port, or None when it did not come up."""
-    port = free_port()
-    config = folder / "mosquitto.conf"
-    config.write_text(
-        f"listener {port} {LOCAL}\nallow_anonymous true\npersistence false\n"
-        # started as root, mosquitto would switch to its own user
-        f"user {getpass.getuser()}\nlog_type error\nlog_type warning\n"
-    )
-    with (folder / "mosquitto.log").open("ab") as output:
-        process = subprocess.Popen(
-            ["mosquitto", "-c", str(config)], stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-    try:
-        deadline = time.monotonic() + CONNECT_WAIT
-        while not accepts(port) and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        yield port if process.poll() is None and accepts(port) else None
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(5)
-
-
-@contextlib.contextmanager
 def open_broker(config: Config, folder: Path) -> Iterator[Broker]:
     """The broker to measure through, for the length of the ``with`` block."""
     configured = replace(MqttSettings.from_config(config, "bench"), client_id="")
     if _answers(configured):
         yield Broker(configured, "configured")
         return
-    if shutil.which("mosquitto") is None:
+    if not installed():
         why = f"no broker answers at {configured.address} and mosquitto is not installed"
         yield Broker(None, "", why)
         return
-    with _mosquitto(folder) as port:
+    with private_mosquitto(folder) as port:
         if port is None:
             yield Broker(None, "", f"no broker answers at {configured.address}; a private mosquitto did not start")
             return
