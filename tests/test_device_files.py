@@ -6,7 +6,6 @@ and the broker it configures is a real Mosquitto with the shipped directives.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import stat
@@ -25,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from appliance import envfile
 from appliance.config import SETTINGS, Config, parse_config, read_env_file
 from tests.broker import Broker, collect
+from tests.parts import need
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_BUILD = ROOT / "image-build"
@@ -106,10 +106,8 @@ class Device:
 
 @pytest.fixture
 def device(tmp_path: Path) -> Device:
-    if shutil.which("mosquitto_passwd") is None:
-        pytest.skip("mosquitto_passwd is not installed (apt-get install mosquitto)")
-    if os.geteuid() != 0:
-        pytest.skip("appliance-setup runs as root (it gives the password file to mosquitto's group)")
+    need("mosquitto")
+    need("root")  # appliance-setup gives the password file to mosquitto's group
     root = tmp_path / "root"
     (root / "boot/firmware").mkdir(parents=True)
     (root / "etc/mosquitto").mkdir(parents=True)
@@ -221,8 +219,7 @@ def test_the_broker_listens_on_the_network_and_wants_a_password() -> None:
 
 @pytest.fixture
 def device_broker(device: Device, tmp_path: Path) -> Iterator[Broker]:
-    if shutil.which("mosquitto") is None:
-        pytest.skip("mosquitto is not installed")
+    need("mosquitto")
     device.device_env("MQTT_USER=viewer\nMQTT_PASSWORD=s3cret\n")
     assert device.setup().returncode == 0
     # The shipped directives, but on 127.0.0.1 and a free port (tests talk to no other address).
@@ -278,8 +275,7 @@ def test_the_broker_lets_in_only_the_configured_logins(device: Device, device_br
 def test_the_broker_gets_the_password_systemd_hands_the_appliance(device: Device, tmp_path: Path) -> None:
     """appliance.env's `APPLIANCE_MQTT_PASSWORD=pa\\ss` is `pass` to systemd, so to the broker too (the setup
     used to read `pa\\ss`: the appliance was refused)."""
-    if shutil.which("mosquitto") is None:
-        pytest.fail("mosquitto is not installed (apt-get install mosquitto)")
+    need("mosquitto")
     device.appliance_env('APPLIANCE_MQTT_USER=cam\nAPPLIANCE_MQTT_PASSWORD=pa\\ss" q"\\$x\n')
     device.device_env('MQTT_USER=viewer\nMQTT_PASSWORD="s3cret \\"quoted\\""\n')
     assert device.setup().returncode == 0

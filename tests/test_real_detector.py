@@ -32,6 +32,8 @@ from tools.convert.slots import score_step_near_half
 from tools.convert.yolo import ExportDetector
 from tools.convert.yolo_graph import read_export
 
+pytestmark = pytest.mark.slow  # the real detector converted and run on real footage: 3 minutes
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_SCORE = 0.5  # the export at 640 counts people from the appliance's default presence score
 FPS = 10

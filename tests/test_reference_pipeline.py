@@ -13,11 +13,15 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
+
 from appliance.inference.loader import load_models
 from appliance.inference.settings import InferenceSettings
 from tools.convert.cli import main
 from tools.convert.model_card import card
 from tools.convert.reference import QUICK
+
+pytestmark = pytest.mark.slow  # the reference command from nothing: 3 minutes
 
 # the work folder's markers of trained models
 TRAINED = ("detector.trained", "classifier.trained", "captioner.trained")

@@ -15,12 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.parts import need
+
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = sorted((ROOT / "systemd").glob("*.service"))
 HOST_UNITS = Path("/usr/lib/systemd/system")
 MAX_EXPOSURE = 3.0
 
-pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+
+@pytest.fixture(autouse=True)
+def _systemd_analyze() -> None:
+    need("systemd")
 
 
 def directives(unit: Path) -> dict[str, list[str]]:

@@ -33,6 +33,8 @@ from tools.convert.layers import anchor_grid
 from tools.convert.synthetic import write_synthetic
 from tools.convert.train_detector import STRIDES, assign, build_detector, flip_order
 
+pytestmark = pytest.mark.slow  # trains models: 2 minutes
+
 SIZE = 48
 COLOURS = {"red": (40, 40, 220), "green": (40, 200, 40), "blue": (220, 60, 40), "yellow": (40, 220, 230)}
 SHAPES = ("square", "circle")

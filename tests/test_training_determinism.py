@@ -9,8 +9,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # trains twice
 
 TRAIN = """
 import hashlib, sys

@@ -38,6 +38,8 @@ from tools.convert.onnx2tf_env import ensure_environment
 from tools.convert.slots import score_step_near_half
 from tools.convert.yolo_graph import LOGIT_BOUND, prepare, read_export
 
+pytestmark = pytest.mark.slow  # exports and converts YOLO networks
+
 SIZE = (320, 320)
 LABELS = ["person", *(f"class{i}" for i in range(1, 80))]
 SCORE_LIMITS = (1 / (1 + np.exp(LOGIT_BOUND)), 1 / (1 + np.exp(-LOGIT_BOUND)))  # the rewrite bounds the scores

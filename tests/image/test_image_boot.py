@@ -28,6 +28,7 @@ from tests.image.imagekit import Built, disk_id, in_root, opened_root, partition
 MISSING = [tool for tool in ("qemu-system-aarch64", "socat") if shutil.which(tool) is None]
 pytestmark = [
     pytest.mark.image,
+    pytest.mark.slow,
     # decided before the build fixture runs, so that a skipped boot costs no build
     pytest.mark.skipif(
         os.environ.get("IMAGE_BOOT_TEST") != "1",

@@ -22,7 +22,7 @@ from appliance.config import Config, as_env, parse_config, read_env_file
 from tests.image.conftest import IMAGE_BUILD, ROOT
 from tests.image.imagekit import Built, disk_id, fat_file, in_image, partitions, run
 
-pytestmark = pytest.mark.image
+pytestmark = [pytest.mark.image, pytest.mark.slow]
 
 MiB = 1 << 20
 
