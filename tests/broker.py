@@ -11,6 +11,7 @@ misses nothing while the broker is away.
 from __future__ import annotations
 
 import getpass
+import itertools
 import json
 import os
 import signal
@@ -205,3 +206,8 @@ def collect(broker: Broker, *topics: str, **login: str) -> Collector:
     """Subscribe to ``topics`` (filters) now, with ``login`` (user, password, ca_certs) if given; use as a
     context manager to unsubscribe."""
     return Collector(broker, *topics, **login)
+
+
+def in_clock_order(clocks: list[str]) -> bool:
+    """Whether HH:MM:SS times never go back, but for the turn of midnight."""
+    return all(later >= earlier or earlier >= "23:59" for earlier, later in itertools.pairwise(clocks))
