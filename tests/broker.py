@@ -14,7 +14,6 @@ import getpass
 import itertools
 import json
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -28,7 +27,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from appliance.mqtt.private_broker import accepts, free_port
+from appliance.mqtt.private_broker import accepts, end, free_port
 from tests.parts import need
 
 HOST = "127.0.0.1"  # tests never talk to any other address
@@ -80,13 +79,7 @@ class Broker:
         if self.process is None:
             return
         process, self.process = self.process, None
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(5)
+        end(process)
 
     def restart(self) -> None:
         self.stop()

@@ -62,10 +62,15 @@ def private_mosquitto(folder: Path) -> Iterator[int | None]:
             time.sleep(0.02)
         yield port if process.poll() is None and accepts(port) else None
     finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(5)
+        end(process)
+
+
+def end(process: subprocess.Popen[bytes]) -> None:
+    """End a broker by its PID: SIGTERM (it saves its state), SIGKILL after 5 s."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(5)
