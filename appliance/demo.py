@@ -55,8 +55,13 @@ def _broker(values: dict[str, str], folder: Path, out: TextIO) -> Iterator[dict[
             log = (folder / "mosquitto.log").read_text(errors="replace").strip()
             raise ApplianceError(f"the private mosquitto did not start: {log or 'no output'}")
         print(f"-- a private mosquitto on {private_broker.LOCAL}:{port}, for this demo only", file=out, flush=True)
-        private = {"APPLIANCE_MQTT_HOST": private_broker.LOCAL, "APPLIANCE_MQTT_PORT": str(port)}
-        yield values | private | {"APPLIANCE_MQTT_TLS": "0", "APPLIANCE_MQTT_USER": "", "APPLIANCE_MQTT_PASSWORD": ""}
+        yield values | {
+            "APPLIANCE_MQTT_HOST": private_broker.LOCAL,
+            "APPLIANCE_MQTT_PORT": str(port),
+            "APPLIANCE_MQTT_TLS": "0",
+            "APPLIANCE_MQTT_USER": "",
+            "APPLIANCE_MQTT_PASSWORD": "",
+        }
 
 
 def run_demo(given: Mapping[str, str], out: TextIO, stop: threading.Event, *, scenario: str) -> int:

