@@ -41,6 +41,16 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):  # NaN fails the comparison
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
+
+
 def _stop_on_signals() -> threading.Event:
     """An event set by SIGTERM (systemd's stop) or SIGINT (Ctrl-C)."""
     stop = threading.Event()
@@ -135,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         "the synthetic world on both cameras, a private broker, and what watch prints; nothing else needed",
     )
-    demo.add_argument("--seconds", type=float, metavar="S", help="stop after S seconds (default: at Ctrl-C)")
+    demo.add_argument("--seconds", type=_seconds, metavar="S", help="stop after S seconds (default: at Ctrl-C)")
     demo.add_argument("--scenario", default="shop-knife", help="a shipped scenario with two views (default shop-knife)")
     demo.set_defaults(handler=_demo)
 

@@ -15,6 +15,9 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from appliance.cli import main
 from appliance.mqtt.private_broker import accepts
 from tests.broker import in_clock_order
 from tests.parts import need
@@ -109,3 +112,13 @@ def test_a_scenario_that_does_not_exist_ends_the_demo_naming_the_camera_key(tmp_
     assert "no-such-scenario" in stderr
     assert list(temp.iterdir()) == []
     assert os.listdir(tmp_path / "cwd") == []
+
+
+@pytest.mark.parametrize("seconds", ["0", "-5", "soon", "nan", "inf"])
+def test_a_duration_that_is_no_positive_number_is_refused_naming_the_flag(
+    seconds: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as ended:
+        main(["demo", "--seconds", seconds])
+    assert ended.value.code == 2
+    assert f"argument --seconds: expected a number of seconds above 0, got {seconds!r}" in capsys.readouterr().err
