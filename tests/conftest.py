@@ -141,9 +141,11 @@ def _build(work: Path) -> None:
 
 
 def _destination(work: Path, slot: str, calib_frames: int) -> Any:
+    from appliance.inference.manifest import SYNTHETIC, Domain
     from tools.convert.train import Destination
 
-    return Destination(work, work / "models", f"toy {slot} (tests/conftest.py)", calib_frames)
+    toys = Domain(kind=SYNTHETIC, data="the tests' toy world (tests/toyworld.py)")
+    return Destination(work, work / "models", f"toy {slot} (tests/conftest.py)", calib_frames, domain=toys)
 
 
 REAL_SIZE = (416, 320)  # a 4:3 camera at the size the image ships (and a Pi 4 can run)

@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 
 from appliance.inference.loader import load_models
+from appliance.inference.manifest import read_manifest
 from appliance.inference.settings import InferenceSettings
 from tests.conftest import ROOT
 from tools.convert.measure import measure
 from tools.convert.model_card import card, targets
+from tools.convert.reference import DOMAIN, held_out_figures
 from tools.convert.synthetic import write_synthetic
 
 MODELS = ROOT / "models"
@@ -73,6 +75,17 @@ def test_the_manifest_names_the_command_that_regenerates_the_models() -> None:
     manifest = json.loads((MODELS / "manifest.json").read_text())
     assert set(manifest["slots"]) == {"detector", "classifier", "captioner"}
     assert {entry["command"] for entry in manifest["slots"].values()} == {"python -m tools.convert reference"}
+
+
+def test_the_manifest_says_the_shipped_models_know_the_synthetic_world_and_by_which_figures() -> None:
+    """What lets them speak about a sim: camera and keeps them quiet about a real one (appliance.events.trust)."""
+    manifest = read_manifest(MODELS)
+    figures = held_out_figures(json.loads((MODELS / "metrics.json").read_text()))
+    for name, entry in manifest.slots.items():
+        assert entry.domain is not None, name
+        assert (entry.domain.kind, entry.domain.data) == ("synthetic", DOMAIN.data)
+        assert entry.domain.validation["held_out"] == figures[name]
+        assert entry.domain.validation["int8_against_float"]["held_out_frames"] > 0
 
 
 def test_the_appliance_loads_the_shipped_models_by_default() -> None:

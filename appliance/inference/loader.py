@@ -58,6 +58,13 @@ def build_slot(manifest: Manifest, name: str, families: Mapping[str, Family[T]],
     loaded = load_slot(manifest.folder, manifest.path, name, entry, settings.threads)
     slot = families[entry.family](loaded, settings)
     log.info("model %s: %s, %s, from %s", name, entry.family, entry.quantization, manifest.folder)
+    if entry.domain is None:
+        log.warning(
+            "model %s: the manifest does not say what it was trained on (an older toolchain): it is validated for "
+            "no camera, so its findings raise no alert; regenerate it with: %s",
+            name,
+            entry.command,
+        )
     return slot
 
 

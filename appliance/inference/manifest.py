@@ -2,8 +2,11 @@
 
 The manifest names each model slot (detector, classifier, captioner), its family, its model files
 with their SHA-256 and the exact signature of their input and output tensors, its data files
-(labels, vocabulary) with their SHA-256, family parameters, and the command that made it. The
-toolchain writes it; the appliance verifies every file against it before loading, and every
+(labels, vocabulary) with their SHA-256, family parameters, the command that made it, and its
+domain: what the model was trained on (``synthetic``: the appliance's drawn world; ``real``: real
+footage or real public weights) with the figures it was validated by. The appliance lets a model
+speak about a camera only where the domains agree (see ``appliance.events.trust``). The toolchain
+writes it; the appliance verifies every file against it before loading, and every
 failure names the file and that command.
 """
 
@@ -24,6 +27,8 @@ from appliance.errors import ModelError
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 SLOTS = ("detector", "classifier", "captioner")
+SYNTHETIC, REAL = "synthetic", "real"  # what a model was trained on: the drawn world, or real images
+DOMAINS = (SYNTHETIC, REAL)
 GENERIC_COMMAND = "python -m tools.convert --help"
 
 JsonObject = dict[str, Any]
@@ -63,6 +68,18 @@ class ModelFile(DataFile):
         }
 
 
+@dataclass(frozen=True, kw_only=True)
+class Domain:
+    """What a slot's model was trained on, and the figures it was validated by."""
+
+    kind: str  # one of DOMAINS
+    data: str  # the data set (or the weights' source), in words
+    validation: JsonObject = field(default_factory=dict)  # figures measured on held-out data of that domain
+
+    def to_json(self) -> JsonObject:
+        return {"kind": self.kind, "data": self.data, "validation": self.validation}
+
+
 @dataclass(frozen=True)
 class SlotEntry:
     family: str
@@ -71,6 +88,7 @@ class SlotEntry:
     models: dict[str, ModelFile]  # role ("model", "encoder", "decoder") -> file
     files: dict[str, DataFile]  # role ("labels", "vocab") -> file
     params: JsonObject  # family parameters
+    domain: Domain | None = None  # None: an older manifest that does not say (the model is validated nowhere)
 
     def to_json(self) -> JsonObject:
         return {
@@ -80,7 +98,7 @@ class SlotEntry:
             "models": {role: m.to_json() for role, m in self.models.items()},
             "files": {role: f.to_json() for role, f in self.files.items()},
             "params": self.params,
-        }
+        } | ({"domain": self.domain.to_json()} if self.domain is not None else {})
 
 
 @dataclass(frozen=True)
@@ -166,7 +184,23 @@ def _slot_entry(reader: FieldReader) -> SlotEntry:
     }
     files = {role: DataFile(f.text("file"), f.text("sha256")) for role, f in reader.children("files").items()}
     params: JsonObject = reader.get("params", dict, "a JSON object")
-    return SlotEntry(reader.text("family"), reader.text("quantization"), reader.text("command"), models, files, params)
+    return SlotEntry(
+        reader.text("family"),
+        reader.text("quantization"),
+        reader.text("command"),
+        models,
+        files,
+        params,
+        _domain(reader.child("domain")) if "domain" in reader.data else None,
+    )
+
+
+def _domain(reader: FieldReader) -> Domain:
+    kind = reader.text("kind")
+    if kind not in DOMAINS:
+        raise reader._fail("kind", " or ".join(repr(d) for d in DOMAINS))
+    validation: JsonObject = reader.get("validation", dict, "a JSON object") if "validation" in reader.data else {}
+    return Domain(kind=kind, data=reader.text("data"), validation=validation)
 
 
 def read_manifest(folder: Path) -> Manifest:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import ApplianceError
-from appliance.inference.manifest import default_models_dir
+from appliance.inference.manifest import DOMAINS, REAL, Domain, default_models_dir
 from tools.convert import ConvertError
 from tools.convert.model_card import refresh_card
 from tools.convert.slots import CaptionerConversion, ClassifierConversion, DetectorConversion, SlotConversion
@@ -91,6 +91,7 @@ def _add_keras(commands: Commands) -> None:
         )
         sub.add_argument("--io", choices=IO_TYPES, default="int8", help="type of the model's inputs and outputs")
         sub.add_argument("--threads", type=_positive, default=2, metavar="N", help="interpreter threads for validation")
+        _add_domain(sub, None, "default: not said, and the appliance then validates the model for no camera")
         return sub
 
     detector = slot_parser("detector", "a yolov8-contract detector: output [1, 4 + classes, anchors]")
@@ -149,6 +150,7 @@ def _add_training(commands: Commands) -> None:
         sub.add_argument("--calib-frames", type=_positive, default=300, metavar="N", help="frames to calibrate on")
         sub.add_argument("--epochs", type=_positive, metavar="N", help="training epochs")
         sub.add_argument("--resume", action="store_true", help="keep a model already trained in --work")
+        _add_domain(sub, REAL, "default: real, the data set given")
         return sub
 
     detector_training = training_parser(
@@ -286,6 +288,19 @@ def _add_yolo(commands: Commands) -> None:
     )
     yolo.add_argument("--io", choices=IO_TYPES, default="int8", help="type of the model's inputs and outputs")
     yolo.add_argument("--threads", type=_positive, default=2, metavar="N", help="interpreter threads for validation")
+    _add_domain(yolo, REAL, "default: real, what the export's metadata says it was trained on")
+
+
+def _add_domain(parser: argparse.ArgumentParser, default: str | None, said: str) -> None:
+    """--domain and --data: what the model was trained on, for the manifest (the appliance lets a model speak
+    about a camera only where they agree: synthetic models about the sim: world, real ones elsewhere)."""
+    parser.add_argument(
+        "--domain",
+        choices=DOMAINS,
+        default=default,
+        help=f"what the model was trained on: real images, or the appliance's synthetic world ({said})",
+    )
+    parser.add_argument("--data", metavar="NAME", help="the data set it was trained on, in words")
 
 
 def _yolo(args: argparse.Namespace, command: str) -> int:
@@ -304,6 +319,8 @@ def _yolo(args: argparse.Namespace, command: str) -> int:
         io=args.io,
         threads=args.threads,
         command=command,
+        domain=args.domain,
+        data=args.data,
     )
     report, _, _ = convert_yolo(request)
     float_bytes, int8_bytes = report.sizes["model"]
@@ -344,8 +361,20 @@ def _keras(args: argparse.Namespace, command: str) -> int:
     for path in data.values():
         if not path.is_file():
             raise ConvertError(f"{path}: no such file")
+    if args.domain is None:
+        print("note: without --domain the manifest does not say what the model was trained on: it alerts nowhere")
+    domain = Domain(kind=args.domain, data=args.data or str(next(iter(sources.values())))) if args.domain else None
     request = Request(
-        conversion, sources, data, args.calib, args.calib_frames, args.out, args.io, args.threads, command
+        conversion,
+        sources,
+        data,
+        args.calib,
+        args.calib_frames,
+        args.out,
+        args.io,
+        args.threads,
+        command,
+        domain=domain,
     )
     report = run(request)
     report_slot = args.slot
@@ -362,6 +391,12 @@ def _keras(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+def _data_of(args: argparse.Namespace) -> str:
+    """The data set a training command was given, for the manifest."""
+    given = {"detector": "coco", "classifier": "dataset", "captioner": "captions"}[args.command]
+    return str(getattr(args, given))
+
+
 def _training(args: argparse.Namespace, command: str) -> int:
     from dataclasses import replace
 
@@ -370,7 +405,8 @@ def _training(args: argparse.Namespace, command: str) -> int:
     from tools.convert.train_classifier import ClassifierRecipe
     from tools.convert.train_detector import DetectorRecipe
 
-    to = train.Destination(args.work, args.out, command, args.calib_frames, resume=args.resume)
+    domain = Domain(kind=args.domain, data=args.data or _data_of(args))
+    to = train.Destination(args.work, args.out, command, args.calib_frames, resume=args.resume, domain=domain)
     # options left out keep the recipe's defaults, so the command line and the recipes cannot disagree
     given = {name: getattr(args, name) for name in ("epochs", "size", "depth") if getattr(args, name, None)}
     if args.command == "detector":

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from appliance.inference.loader import build_slot
 from appliance.inference.manifest import (
     MANIFEST_NAME,
     DataFile,
+    Domain,
     Manifest,
     ModelFile,
     SlotEntry,
@@ -46,6 +47,9 @@ class Request:
     float_out: Path | None = None  # where to publish the float models too (a models folder of their own)
     toolchain: dict[str, str] = field(default_factory=dict)  # what else made the source (onnx2tf's version)
     report: bool = True  # write SLOT-report.md and .png into ``out`` (trainers write a fuller one themselves)
+    # what the model was trained on; the conversion adds its validation figures. None: not said (then the
+    # appliance validates the model for no camera)
+    domain: Domain | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,10 @@ def run(request: Request) -> Report:
         reference = build_slot(read_manifest(float_dir), slot, conversion.registry, settings)
         quantized = build_slot(read_manifest(int8_dir), slot, conversion.registry, settings)
         agreement = conversion.agreement(reference, quantized, held_out)
+        if request.domain is not None:
+            figures = {"held_out_frames": len(held_out), "of": str(request.calib), **agreement.metrics}
+            domain = replace(request.domain, validation={**request.domain.validation, "int8_against_float": figures})
+            entry, float_entry = replace(entry, domain=domain), replace(float_entry, domain=domain)
 
         sizes = {
             role: ((float_dir / name).stat().st_size, (int8_dir / name).stat().st_size)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from appliance.inference.manifest import SYNTHETIC, Domain, Manifest, read_manifest, write_manifest
 from tools.convert import train as train_slot
 from tools.convert.measure import measure
 from tools.convert.model_card import write_card
@@ -28,6 +29,7 @@ from tools.convert.train_classifier import ClassifierRecipe
 from tools.convert.train_detector import DetectorRecipe
 
 COMMAND = "python -m tools.convert reference"
+DOMAIN = Domain(kind=SYNTHETIC, data="the appliance's synthetic world (drawn rooms, people and objects; appliance.sim)")
 
 
 # The snapshots are 4:3, as most cameras: at 416x320 the picture fills the input (416x312, no band)
@@ -113,7 +115,7 @@ def run_reference(work: Path, out: Path, plan: Plan, fresh: bool = False) -> dic
     empty = _synthetic(work, "empty", plan.seeds["empty"], plan.empty, nobody=True)
     test = _synthetic(work, "test", plan.seeds["held_out"], plan.test)
     captions = _synthetic(work, "captions", plan.seeds["captions"], plan.captions)
-    to = Destination(work, out, COMMAND, float_out=work / "float-models", resume=True)
+    to = Destination(work, out, COMMAND, float_out=work / "float-models", resume=True, domain=DOMAIN)
     print(train_slot.detector(train.detection, train.images, plan.detector, to, negatives=[empty.images]))
     print(train_slot.classifier(crops.crops, plan.classifier, to))
     print(train_slot.captioner(captions.captions, captions.images, plan.captioner, to))
@@ -136,5 +138,28 @@ def run_reference(work: Path, out: Path, plan: Plan, fresh: bool = False) -> dic
         "int8": measure(out, test, plan.scenario_every),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    record_held_out(out, metrics)
     write_card(out, metrics)
     return metrics
+
+
+def held_out_figures(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per slot, the int8 model's figures on the held-out synthetic images: what validates it for that world."""
+    int8 = metrics["int8"]
+    detector, classifier, captioner = int8["detector"]["held_out"], int8["classifier"], int8["captioner"]
+    return {
+        "detector": {key: detector[key] for key in ("images", "people", "ap50", "recall", "precision")},
+        "classifier": {"crops": classifier["crops"], "accuracy": classifier["accuracy"]},
+        "captioner": {"frames": captioner["frames"], "exact": captioner["exact"], "bleu4": captioner["bleu"]["4"]},
+    }
+
+
+def record_held_out(out: Path, metrics: dict[str, Any]) -> None:
+    """Put each slot's held-out figures into its domain in the manifest, beside the conversion's."""
+    manifest = read_manifest(out)
+    slots = {}
+    for name, figures in held_out_figures(metrics).items():
+        entry = manifest.slots[name]
+        domain = entry.domain or DOMAIN
+        slots[name] = replace(entry, domain=replace(domain, validation={**domain.validation, "held_out": figures}))
+    write_manifest(Manifest(out, {**manifest.slots, **slots}))

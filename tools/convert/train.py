@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from appliance.inference.manifest import Domain
 from tools.convert.datasets import CROP_MARGIN
 from tools.convert.pipeline import Request, run
 from tools.convert.slots import Agreement, CaptionerConversion, ClassifierConversion, DetectorConversion, SlotConversion
@@ -36,6 +37,7 @@ class Destination:
     float_out: Path | None = None
     resume: bool = False
     threads: int = 2
+    domain: Domain | None = None  # what the models are trained on (the manifest's domain)
 
 
 def _convert(
@@ -63,6 +65,7 @@ def _convert(
             to.command,
             to.float_out,
             report=report,
+            domain=to.domain,
         )
     )
     marker.write_text(json.dumps({"summary": done.agreement.summary, "metrics": done.agreement.metrics}))

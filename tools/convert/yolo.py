@@ -27,6 +27,7 @@ import onnx
 from appliance.inference import yolov8
 from appliance.inference.detector import Detection, DetectorSettings
 from appliance.inference.imaging import Image, letterbox, pixel_values
+from appliance.inference.manifest import REAL, Domain
 from appliance.inference.model import TensorInfo
 from tools.convert import ConvertError
 from tools.convert.onnx2tf_env import ensure_environment, stamp
@@ -53,6 +54,8 @@ class YoloRequest:
     io: str
     threads: int
     command: str
+    domain: str = REAL  # public weights are trained on real images; synthetic for one trained on drawn scenes
+    data: str | None = None  # what it was trained on; None: what the export's metadata says
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,11 @@ class ExportDetector:
         ]
 
 
+def _trained_on(export: Export) -> str:
+    said = f": {export.description}" if export.description else ""
+    return f"the public weights of {export.path.name}{said}"
+
+
 def convert_yolo(request: YoloRequest) -> tuple[Report, Export, Classes]:
     onnx_path = to_onnx(request.model, request.size, request.work)
     model, export = read_export(onnx_path)
@@ -233,6 +241,7 @@ def convert_yolo(request: YoloRequest) -> tuple[Report, Export, Classes]:
             request.command,
             float_out=request.work / "float",
             toolchain=toolchain,
+            domain=Domain(kind=request.domain, data=request.data or _trained_on(export)),
         )
     )
     return report, export, named

@@ -51,6 +51,7 @@ class Export:
     anchors: int
     names: tuple[str, ...] | None  # from Ultralytics' metadata
     task: str | None
+    description: str | None = None  # Ultralytics' metadata: what it was trained on, in its words
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
@@ -107,7 +108,8 @@ def read_export(path: Path) -> tuple[onnx.ModelProto, Export]:
     names = _class_names(path, metadata["names"]) if "names" in metadata else None
     if names is not None and len(names) != classes:
         raise ConvertError(f"{path}: the metadata names {len(names)} classes, the output has {classes}")
-    return model, Export(path, inputs[0].name, (width, height), classes, anchors, names, task)
+    description = metadata.get("description")
+    return model, Export(path, inputs[0].name, (width, height), classes, anchors, names, task, description)
 
 
 def anchor_grid(size: tuple[int, int], strides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
