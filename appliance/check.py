@@ -13,8 +13,9 @@ import numpy as np
 from appliance.config import Config
 from appliance.errors import ModelError
 from appliance.inference.detector import Detector
+from appliance.inference.loader import Models
 from appliance.inference.runtime import select_runtime, thread_count
-from appliance.service import prepare, presence_scores
+from appliance.service import CameraPlan, prepare, presence_scores, trust_of, unvalidated_alerts
 
 CHECK_FRAME = (480, 640)  # height, width of the synthetic frame timed end to end
 
@@ -50,10 +51,23 @@ def describe_detector(config: Config, detector: Detector) -> str:
     )
 
 
+def describe_trust(camera: CameraPlan, models: Models) -> str:
+    """Which models may speak about ``camera`` (see appliance.events.trust)."""
+    trust = trust_of(camera, models)
+    said = {slot: trust.validated(slot) for slot in models.slots()}
+    validated = [slot for slot, ok in said.items() if ok]
+    others = [f"{slot} ({trust.domains.get(slot) or 'domain not said'})" for slot, ok in said.items() if not ok]
+    return (
+        f"{camera.name}: a {trust.world} camera; validated: {', '.join(validated) or 'none'}"
+        f"; not validated (published, marked, never alerting): {', '.join(others) or 'none'}"
+    )
+
+
 def run_check(config: Config, out: TextIO, repeats: int = 5, environ: Mapping[str, str] | None = None) -> None:
     """Every check `run` makes before it opens a camera or the broker (service.prepare), then load and run
     every model slot; raises ConfigError or ModelError on the first problem."""
-    models = prepare(config, os.environ if environ is None else environ).models
+    prepared = prepare(config, os.environ if environ is None else environ)
+    models = prepared.models
     slots = models.slots()
     if not slots:
         raise ModelError(f"{models.manifest.path}: lists no model slots")
@@ -91,4 +105,8 @@ def run_check(config: Config, out: TextIO, repeats: int = 5, environ: Mapping[st
         ms = median_ms(lambda: captioner.caption(frame), repeats)
         mirrored = ", the keyframe and its mirror image" if config.caption_mirror else ""
         out.write(f"captioner: {ms:.2f} ms per caption (beam width {config.caption_beam}{mirrored})\n")
+    for camera in prepared.cameras:
+        out.write(f"{describe_trust(camera, models)}\n")
+    for line in unvalidated_alerts(config, prepared.cameras, models):
+        out.write(f"warning: {line}\n")
     out.write("ok: the configuration is valid and every model loads and runs\n")

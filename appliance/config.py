@@ -385,6 +385,22 @@ class Config:
     alert_words: tuple[str, ...] = setting(
         Words(), "knife,gun,weapon,fight,fighting,blood,fire", "Words that raise an alert when a caption holds one."
     )
+    alert_fall: bool = setting(
+        Flag(), "1", "Raise an alert when someone is down (the detector's fall class, or a validated classifier's)."
+    )
+    alert_hold: float = setting(
+        Float(0.0, 60.0),
+        "3",
+        "Seconds someone must stay down, or a classifier label stay over the score, before it alerts.",
+    )
+    held_objects: tuple[str, ...] = setting(
+        Words(optional=True),
+        "knife,scissors,gun,bag,backpack,handbag,suitcase,phone,cell phone",
+        "Detector classes reported as held when their box lies on a person's; those among the alert words alert.",
+    )
+    language: str = setting(
+        Choice(("en", "ko")), "en", "Language of composed descriptions and alert texts: `en` or `ko`."
+    )
     record: bool = setting(Flag(), "1", "Record clips of events; 0: text only.")
     data_dir: Path | None = setting(
         OptionalPath(),

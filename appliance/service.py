@@ -26,10 +26,12 @@ from appliance.cameras.uri import CameraUri
 from appliance.config import Config
 from appliance.errors import ApplianceError, ConfigError, ModelError
 from appliance.events.describer import Describer
+from appliance.events.facts import AlertSettings
 from appliance.events.journal import EventJournal
 from appliance.events.manager import CameraOutputs, EventManager, EventSettings
 from appliance.events.presence import PresenceSettings
 from appliance.events.reports import CameraReport, EventReport, PersonState, Report
+from appliance.events.trust import Trust, world_of
 from appliance.inference.captioner import CaptionerSettings
 from appliance.inference.detector import Detector, DetectorSettings, PresenceScores
 from appliance.inference.loader import Models, load_models
@@ -63,6 +65,7 @@ def inference_settings(config: Config) -> InferenceSettings:
         threads=thread_count(config.threads),
         detector=DetectorSettings(
             labels=config.detect_labels,
+            objects=config.held_objects,
             score_threshold=config.detect_score,
             presence_score=config.presence_score,
             iou_threshold=config.detect_iou,
@@ -168,6 +171,32 @@ def check_alert_labels(config: Config, models: Models) -> None:
         )
 
 
+def trust_of(camera: CameraPlan, models: Models) -> Trust:
+    """Which of the models are validated for ``camera``: those trained on the world it shows."""
+    domains = {name: entry.domain.kind if entry.domain else None for name, entry in models.manifest.slots.items()}
+    return Trust(world=world_of(camera.uri.scheme), domains=domains)
+
+
+def unvalidated_alerts(config: Config, cameras: list[CameraPlan], models: Models) -> list[str]:
+    """One line per camera on which a configured alert source can raise nothing: its model is not validated
+    there (a synthetic classifier or captioner on a real camera)."""
+    lines = []
+    for camera in cameras:
+        trust = trust_of(camera, models)
+        silent = []
+        if config.alert_labels and models.classifier is not None and not trust.validated("classifier"):
+            silent.append(f"APPLIANCE_ALERT_LABELS ({', '.join(config.alert_labels)}: classifier)")
+        if config.alert_words and models.captioner is not None and not trust.validated("captioner"):
+            silent.append("APPLIANCE_ALERT_WORDS (captioner)")
+        if silent:
+            domains = ", ".join(f"{slot} {kind or 'not said'}" for slot, kind in trust.domains.items())
+            lines.append(
+                f"{camera.name} ({trust.world} camera): no alert from {'; '.join(silent)}: "
+                f"not validated for a {trust.world} camera (models: {domains})"
+            )
+    return lines
+
+
 def presence_scores(config: Config, detector: Detector) -> PresenceScores:
     """The presence and confirm scores in force: the detector's own (from its manifest), each overridden
     by its APPLIANCE_PRESENCE_* key when set."""
@@ -188,9 +217,12 @@ def event_settings(config: Config, detector: Detector) -> EventSettings:
         keyframe_every=config.keyframe_every,
         postroll=config.postroll,
         trigger=config.trigger,
-        alert_labels=config.alert_labels,
-        alert_score=config.alert_score,
-        alert_words=config.alert_words,
+        alerts=AlertSettings(
+            labels=config.alert_labels, score=config.alert_score, words=config.alert_words, fall=config.alert_fall
+        ),
+        alert_hold=config.alert_hold,
+        held_objects=config.held_objects,
+        language=config.language,
         presence=PresenceSettings(
             hits=config.presence_hits,
             window=config.presence_window,
@@ -294,6 +326,8 @@ class Service:
         plan, models, folder = prepared.cameras, prepared.models, prepared.data
         assert models.detector is not None
         names = [p.name for p in plan]
+        for line in unvalidated_alerts(config, plan, models):
+            log.warning("%s", line)
         self.publisher = Publisher(
             MqttSettings.from_config(config, self.device),
             self.topics,
@@ -313,6 +347,7 @@ class Service:
                     c.plan.name,
                     c.recorder,
                     _clip_paths(clips, c.plan.name) if clips else None,
+                    trust_of(c.plan, models),
                 )
                 for c in cameras
             },
@@ -320,6 +355,7 @@ class Service:
             describer.submit,
             self._sink,
             journal,
+            models.detector.fall_classes,
         )
         try:
             for camera in cameras:

@@ -90,6 +90,29 @@ def test_check_loads_runs_and_tables_every_model(toy_models: ToyModels, tmp_path
     assert lines[-1].startswith("ok:")
 
 
+def test_check_says_which_models_may_speak_about_each_camera(
+    models_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The toy models say they were trained on a drawn world: validated for a sim: camera, not a real one,
+    where the configured alert labels and words can raise nothing (said, not refused: the demo runs on)."""
+    status, out, _ = run_check(write_env(tmp_path, models_copy, "APPLIANCE_CAMERA_1=sim:shop-knife\n"), capsys)
+    assert status == 0
+    lines = out.splitlines()
+    assert (
+        "cam0: a real camera; validated: none; not validated (published, marked, never alerting): "
+        "detector (synthetic), classifier (synthetic), captioner (synthetic)"
+    ) in lines
+    assert (
+        "cam1: a synthetic camera; validated: detector, classifier, captioner; "
+        "not validated (published, marked, never alerting): none"
+    ) in lines
+    [warning] = [line for line in lines if line.startswith("warning: ")]
+    assert warning.startswith(
+        "warning: cam0 (real camera): no alert from APPLIANCE_ALERT_LABELS (violence: classifier); "
+        "APPLIANCE_ALERT_WORDS (captioner): not validated for a real camera"
+    )
+
+
 def test_check_names_the_presence_scores_in_force_and_where_they_came_from(
     models_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,9 +17,11 @@ import pytest
 
 from appliance.cameras.source import Frame
 from appliance.events.describer import Describer, Description, Keyframe
-from appliance.events.manager import CameraOutputs, EventManager, EventSettings, alert_of
+from appliance.events.facts import caption_words
+from appliance.events.manager import CameraOutputs, EventManager, EventSettings
 from appliance.events.presence import PresenceSettings, PresenceTracker
 from appliance.events.reports import AlertReport, CaptionReport, EventReport, PersonState, Report
+from appliance.events.trust import Trust
 from appliance.inference.captioner import Caption, Captioner
 from appliance.inference.detector import Detection
 from appliance.inference.imaging import Image
@@ -29,6 +31,9 @@ from appliance.notify import Notifier
 from appliance.scheduler import MOTION_EVERY, Scheduler
 
 AREA = 640.0 * 480.0
+SYNTHETIC_WORLD = Trust(
+    world="synthetic", domains={"detector": "synthetic", "classifier": "synthetic", "captioner": "synthetic"}
+)
 
 
 def person(score: float = 0.9, size: float = 100.0) -> Detection:
@@ -263,18 +268,26 @@ def manager(
     clips: dict[int, Clips],
     trigger: str = "any",
     presence: PresenceSettings | None = None,
+    trust: Trust = SYNTHETIC_WORLD,
+    fall_classes: frozenset[int] = frozenset(),
+    **settings: Any,
 ) -> EventManager:
-    settings = EventSettings(
+    """An event manager over the cameras of ``clips`` (slot -> recorder), with the reference models' trust
+    (every model synthetic, every camera of the synthetic world) unless ``trust`` says otherwise."""
+    chosen = EventSettings(
         keyframe_every=2.0,
         postroll=3.0,
         trigger=trigger,
         presence=presence or PresenceSettings(hits=1, window=1, hold=1.0),
+        **settings,
     )
     outputs = {
-        slot: CameraOutputs(f"cam{slot}", recorder, lambda event, _t: Path(f"/clips/{event}.mp4"))
+        slot: CameraOutputs(f"cam{slot}", recorder, lambda event, _t: Path(f"/clips/{event}.mp4"), trust)
         for slot, recorder in clips.items()
     }
-    return EventManager(settings, outputs, frozenset({0}), keyframes.append, reports.append)
+    return EventManager(
+        chosen, outputs, frozenset({0} | fall_classes), keyframes.append, reports.append, fall_classes=fall_classes
+    )
 
 
 def test_an_event_starts_records_sends_keyframes_and_ends_after_the_post_roll() -> None:
@@ -407,9 +420,8 @@ def test_captions_carry_smoothed_labels_and_alerts_rise_once_per_level() -> None
 
 
 def test_alert_words_match_whole_words_only() -> None:
-    settings = EventSettings(alert_words=("fire", "gun"))
-    assert alert_of("a person stands by the fireplace", {}, settings) == ("none", ())
-    assert alert_of("a man with a gun.", {}, settings) == ("warning", ("word:gun",))
+    assert caption_words("a person stands by the fireplace", ("fire", "gun")) == []
+    assert caption_words("a man with a gun.", ("fire", "gun")) == ["gun"]
 
 
 def test_stopping_ends_open_events_and_turns_the_sensor_off() -> None:

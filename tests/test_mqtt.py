@@ -24,7 +24,18 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance.config import Config
 from appliance.errors import ConfigError
-from appliance.events.reports import AlertReport, CameraReport, CaptionReport, EventReport, PersonState, Report
+from appliance.events.reports import (
+    AlertLevel,
+    AlertReport,
+    CameraReport,
+    CaptionReport,
+    EventReport,
+    Fact,
+    Facts,
+    ModelCaption,
+    PersonState,
+    Report,
+)
 from appliance.mqtt.discovery import discovery_messages
 from appliance.mqtt.outbox import Outbox
 from appliance.mqtt.publisher import MqttSettings, Publisher
@@ -139,6 +150,7 @@ def test_event_payloads_for_start_update_and_end() -> None:
         "labels": {},
         "clip": "/c/ev1.mp4",
         "reason": None,
+        "facts": None,  # no keyframe described yet
     }
     assert payloads[1]["phase"] == "update"
     assert payloads[1]["time"] == "2024-05-01T14:03:16.345Z"
@@ -155,44 +167,97 @@ def test_event_payloads_for_start_update_and_end() -> None:
     )
 
 
-def test_caption_alert_camera_stats_and_status_payloads() -> None:
-    caption = CaptionReport(
-        "ev1",
-        "cam1",
-        T0,
-        "a person is holding a knife",
-        logprob=-0.1,
-        labels={"normal": 0.18, "violence": 0.82},
+def caption_report(
+    text: str,
+    labels: dict[str, float],
+    alert: AlertLevel,
+    reasons: tuple[str, ...],
+    *,
+    logprob: float = -0.1,
+    time: float = T0,
+    camera: str = "cam1",
+    latency: float = 0.7531,
+    validated: bool = True,
+) -> CaptionReport:
+    """A caption of one person, by a validated captioner (its sentence is the first line) unless told."""
+    facts = Facts(
+        people=Fact(value=1, model="detector", validated=True),
+        down=None,
+        holding=Fact(value=(), model="detector", validated=True),
+        labels=Fact(value=labels, model="classifier", validated=validated),
+    )
+    composed = f"1 person on {camera}"
+    return CaptionReport(
+        event_id="ev1",
+        camera=camera,
+        time=time,
+        caption=text if validated else composed,
+        composed=composed,
+        model_caption=ModelCaption(text=text, logprob=logprob, validated=validated),
+        facts=facts,
+        labels=labels,
         persons=1,
-        alert="alarm",
-        reasons=("word:knife", "violence:0.82"),
-        latency=0.7531,
+        alert=alert,
+        reasons=reasons,
+        latency=latency,
+    )
+
+
+def test_caption_alert_camera_stats_and_status_payloads() -> None:
+    caption = caption_report(
+        "a person is holding a knife", {"normal": 0.18, "violence": 0.82}, "alarm", ("word:knife", "violence:0.82")
     )
     [message] = TOPICS.messages_for(caption)
     data = json.loads(message.payload)
     assert (message.topic, message.retain) == ("t/dev/cam1/caption", False)
-    assert data["v"] == 1
+    assert data["v"] == 2
     assert data["time"] == "2024-05-01T14:03:12.345Z"
     assert data["camera"] == "cam1"
-    assert (data["event_id"], data["caption"], data["score"]) == ("ev1", "a person is holding a knife", 0.905)
+    assert (data["event_id"], data["caption"], data["composed"]) == (
+        "ev1",
+        "a person is holding a knife",
+        "1 person on cam1",
+    )
+    assert data["model_caption"] == {"text": "a person is holding a knife", "score": 0.905, "validated": True}
     assert data["labels"] == {"normal": 0.18, "violence": 0.82}
+    assert data["facts"] == {
+        "people": {"value": 1, "model": "detector", "validated": True},
+        "down": None,
+        "holding": {"value": [], "model": "detector", "validated": True},
+        "labels": {"value": {"normal": 0.18, "violence": 0.82}, "model": "classifier", "validated": True},
+    }
     assert data["persons"] == 1
     assert (data["alert"], data["reasons"], data["latency"]) == ("alarm", ["word:knife", "violence:0.82"], 0.753)
 
-    odd = CaptionReport("ev1", "cam1", T0, "?", float("nan"), {"violence": float("inf")}, 1, "none", (), 0.1)
+    odd = caption_report("?", {"violence": float("inf")}, "none", (), logprob=float("nan"))
     assert json.loads(TOPICS.messages_for(odd)[0].payload, parse_constant=pytest.fail)["labels"] == {"violence": None}
 
-    [alert] = TOPICS.messages_for(AlertReport("ev1", "cam1", T0, "alarm", ("word:knife",), "a knife"))
+    unvalidated = json.loads(TOPICS.messages_for(caption_report("a knife", {}, "none", (), validated=False))[0].payload)
+    assert (unvalidated["caption"], unvalidated["model_caption"]["validated"]) == ("1 person on cam1", False)
+
+    report = AlertReport(
+        event_id="ev1",
+        camera="cam1",
+        time=T0,
+        level="alarm",
+        reasons=("word:knife",),
+        kinds=("violence",),
+        text="Alarm on cam1: possible violence. a knife",
+        caption="a knife",
+    )
+    [alert] = TOPICS.messages_for(report)
     assert (alert.topic, alert.retain) == ("t/dev/alert", False)
     assert json.loads(alert.payload) | {"ts": 0} == {
-        "v": 1,
+        "v": 2,
         "device": "dev",
         "time": "2024-05-01T14:03:12.345Z",
         "ts": 0,
         "camera": "cam1",
         "event_id": "ev1",
         "level": "alarm",
+        "kinds": ["violence"],
         "reasons": ["word:knife"],
+        "text": "Alarm on cam1: possible violence. a knife",
         "caption": "a knife",
     }
 
@@ -664,19 +729,24 @@ def test_watch_prints_a_line_per_message(broker: Broker, make_publisher: MakePub
     publisher = make_publisher()
     reports: list[Report] = [
         EventReport("start", "ev1", "cam0", T0, T0, persons=1, max_persons=1),
-        CaptionReport(
-            "ev1",
-            "cam0",
-            T0 + 1,
+        caption_report(
             "a person in a red shirt is holding a knife",
-            -0.2,
             {"violence": 0.82},
-            1,
             "alarm",
             ("word:knife", "violence:0.82"),
-            0.5,
+            time=T0 + 1,
+            camera="cam0",
         ),
-        AlertReport("ev1", "cam0", T0 + 1, "alarm", ("word:knife", "violence:0.82"), "a person holding a knife"),
+        AlertReport(
+            event_id="ev1",
+            camera="cam0",
+            time=T0 + 1,
+            level="alarm",
+            reasons=("word:knife", "violence:0.82"),
+            kinds=("violence",),
+            text="Alarm on cam0: possible violence. a person holding a knife",
+            caption="a person holding a knife",
+        ),
         CameraReport("cam1", "failed", T0 + 2, "no frames for 5 s"),
         EventReport("end", "ev1", "cam0", T0, T0 + 20, 0, 2, ended=T0 + 15, clip="/clips/ev1.mp4"),
     ]

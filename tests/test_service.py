@@ -264,6 +264,30 @@ def test_a_fight_raises_an_alert_through_the_broker(broker: Broker, tmp_path: Pa
     assert ends[-1]["alert"] in ("warning", "alarm")
 
 
+def test_a_fall_raises_a_fall_warning_through_the_broker(broker: Broker, tmp_path: Path) -> None:
+    """The shipped home-fall scenario: someone falls and lies still; the classifier's fall, held over two
+    keyframes, is a warning (the reference detector has no fall class to make it an alarm)."""
+    with run_shipped(broker, tmp_path, "home-fall", "fall", 120) as subscriber:
+        alerts = [json.loads(m.payload) for m in subscriber.on("fall/pi/alert")]
+        captions = [json.loads(m.payload) for m in subscriber.messages if m.topic.endswith("/caption")]
+    assert captions
+    assert alerts, "no alert for a fall"
+    assert all("fall" in a["kinds"] and a["text"].startswith(("Warning", "Alarm")) for a in alerts), alerts
+    assert {"fall:classifier"} <= {reason for a in alerts for reason in a["reasons"]}
+    assert not any("violence" in a["kinds"] for a in alerts), "a fall is no fight"
+
+
+def test_a_close_up_person_with_a_bag_raises_nothing(broker: Broker, tmp_path: Path) -> None:
+    """The shipped hall-bag scenario: a shopper with a bag walks up to the camera and stands: no alert."""
+    with run_shipped(broker, tmp_path, "hall-bag", "bag", 120) as subscriber:
+        alerts = [json.loads(m.payload) for m in subscriber.on("bag/pi/alert")]
+        captions = [json.loads(m.payload) for m in subscriber.messages if m.topic.endswith("/caption")]
+    print("captions:", [(c["caption"], c["reasons"]) for c in captions], "alerts:", alerts)
+    assert len(captions) >= 4
+    assert alerts == []
+    assert all(c["alert"] == "none" for c in captions)
+
+
 def test_two_minutes_of_nobody_start_no_event(broker: Broker, tmp_path: Path) -> None:
     """The shipped empty-lighting scenario, both views, to its end: lights flicker, dusk falls, the cameras
     switch to infrared, shadows drift and plants sway, and nobody is there. The detector boxes a

@@ -23,7 +23,16 @@ from appliance.sim.scenario import ScenarioError, list_scenarios, load_scenario,
 from appliance.sim.snapshots import snapshots
 from appliance.sim.world import Actor
 
-SHIPPED = ("corridor-walk", "empty-lighting", "entrance-night", "room-fight", "shop-knife", "two-angles")
+SHIPPED = (
+    "corridor-walk",
+    "empty-lighting",
+    "entrance-night",
+    "hall-bag",
+    "home-fall",
+    "room-fight",
+    "shop-knife",
+    "two-angles",
+)
 
 
 def test_every_shipped_scenario_loads_and_renders_each_camera() -> None:

@@ -32,6 +32,8 @@ class Keyframe:
     frame: Frame
     boxes: tuple[Box, ...]  # the counted people, best score first
     score: float  # the best person score: why this frame was chosen
+    down: int = 0  # people of the detector's fall classes, while the fall is held
+    holding: tuple[str, ...] = ()  # objects of concern whose box lies on a counted person's
 
 
 @dataclass(frozen=True)

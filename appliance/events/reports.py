@@ -7,11 +7,32 @@ camera by its configured name.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Generic, Literal, TypeVar
+
+T = TypeVar("T")
 
 AlertLevel = Literal["none", "warning", "alarm"]
 EventPhase = Literal["start", "update", "end"]
 EndReason = Literal["gone", "stopped", "interrupted"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fact(Generic[T]):
+    """One thing a model found, with the model and whether it is validated for the camera."""
+
+    value: T
+    model: str  # the slot whose model found it: detector, classifier, captioner
+    validated: bool  # the model was trained on this camera's world (see appliance.events.trust)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Facts:
+    """What the models found in a keyframe."""
+
+    people: Fact[int]  # people counted in the keyframe
+    down: Fact[int] | None  # people down (held for the alert hold); None: no model here can tell
+    holding: Fact[tuple[str, ...]]  # objects of concern whose box lies on a person's
+    labels: Fact[dict[str, float]] | None  # the classifier's smoothed scores; None: no classifier
 
 
 @dataclass(frozen=True)
@@ -41,17 +62,29 @@ class EventReport:
     # why it ended (end only): gone (the person left), stopped (the service stopped), interrupted (the
     # service died mid-event: ended at its next start, with the clip made whole from what was on the disk)
     reason: EndReason | None = None
+    facts: Facts | None = None  # the latest keyframe's facts; None before the first is described
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class ModelCaption:
+    """The captioner's own sentence."""
+
+    text: str
+    logprob: float  # mean log-probability per token
+    validated: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class CaptionReport:
-    """A keyframe described: the caption and the classifier's view of the people in it."""
+    """A keyframe described: what a user reads first, the facts it comes from, the captioner's sentence."""
 
     event_id: str
     camera: str
     time: float  # when the keyframe was grabbed
-    caption: str
-    logprob: float  # mean log-probability per token of the caption
+    caption: str  # the first line: the captioner's sentence where it is validated, else ``composed``
+    composed: str  # the description composed from the validated facts
+    model_caption: ModelCaption | None  # None without a captioner slot
+    facts: Facts
     labels: dict[str, float]  # smoothed classifier scores over the event so far
     persons: int
     alert: AlertLevel
@@ -59,7 +92,7 @@ class CaptionReport:
     latency: float  # seconds from keyframe grab to this report
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AlertReport:
     """An alert raised during an event (once per event and level, when the level rises)."""
 
@@ -68,7 +101,9 @@ class AlertReport:
     time: float
     level: AlertLevel
     reasons: tuple[str, ...]
-    caption: str | None
+    kinds: tuple[str, ...]  # violence, fall
+    text: str  # the alert in words, in the configured language
+    caption: str | None  # the first line of the latest caption
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ DEFAULT_PRESENCE = PresenceScores(0.5, 0.7, "the appliance's defaults (the manif
 
 @dataclass(frozen=True)
 class DetectorSettings:
-    labels: tuple[str, ...] = ()  # classes to report, by label name; empty: the model's person classes
+    labels: tuple[str, ...] = ()  # classes to report, by label name; empty: the person classes and ``objects``
+    objects: tuple[str, ...] = ()  # objects of concern to report too where the model has them (knife, bag, ...)
     score_threshold: float | None = None  # None: the presence score in force (a box below it counts for nothing)
     presence_score: float | None = None  # the configured presence score, over the model's own
     iou_threshold: float = 0.3  # IoU with a better box above which a score is lowered (soft NMS)

@@ -157,7 +157,8 @@ class Yolov8Detector(Detector):
         _, height, width, _ = self._input.shape
         self.input_size = (width, height)
         self.box_scale = (float(width), float(height)) if coords == "normalized" else (1.0, 1.0)
-        wanted = settings.labels or classes.persons
+        # the person classes, and the objects a person may hold that this model knows
+        wanted = settings.labels or (*classes.persons, *(name for name in settings.objects if name in self.labels))
         unknown = [name for name in wanted if name not in self.labels]
         if unknown:
             raise ConfigError(

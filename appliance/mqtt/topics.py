@@ -5,8 +5,9 @@ Every topic starts with ``<prefix>/<device>``. Per camera: ``<camera>/person`` (
 health). Per device: ``status`` (retained ``online``/``offline``, also the last will), ``alert``
 and ``stats``.
 
-JSON payloads are compact objects with ``"v": 1`` (the payload version, raised only when a field
-changes meaning or goes away; new fields may appear without it), ``device``, ``time`` (ISO 8601
+JSON payloads are compact objects with ``"v"`` (the payload version of the topic, raised only when
+a field changes meaning or goes away; new fields may appear without it: ``caption`` and ``alert``
+are at 2, the first line of a caption being composed from validated facts since), ``device``, ``time`` (ISO 8601
 UTC with milliseconds, ``2024-05-01T14:03:12.345Z``) and ``ts`` (the same instant in epoch
 seconds). Other times are ISO 8601 strings as well; scores are rounded to 3 decimals (null where
 a model gave NaN, so the payload stays valid JSON).
@@ -28,12 +29,17 @@ from appliance.events.reports import (
     CameraReport,
     CaptionReport,
     EventReport,
+    Fact,
+    Facts,
     PersonState,
     Report,
 )
 from appliance.masking import mask_secrets
 
 PAYLOAD_VERSION = 1
+# v2: ``caption`` is the first line (composed from validated facts where the captioner is not validated),
+# the captioner's sentence and score moved to ``model_caption``; alerts carry ``text`` and ``kinds``
+CAPTION_VERSION = ALERT_VERSION = 2
 ONLINE, OFFLINE = "online", "offline"
 PERSON_ON, PERSON_OFF = "ON", "OFF"
 
@@ -118,16 +124,19 @@ class Topics:
         if isinstance(report, EventReport):
             return [Message(self.event(report.camera), self._json(report.time, _event_fields(report)))]
         if isinstance(report, CaptionReport):
-            return [Message(self.caption(report.camera), self._json(report.time, _caption_fields(report)))]
+            fields = _caption_fields(report)
+            return [Message(self.caption(report.camera), self._json(report.time, fields, CAPTION_VERSION))]
         if isinstance(report, AlertReport):
             fields = {
                 "camera": report.camera,
                 "event_id": report.event_id,
                 "level": report.level,
+                "kinds": list(report.kinds),
                 "reasons": list(report.reasons),
+                "text": report.text,
                 "caption": report.caption,
             }
-            return [Message(self.alert(), self._json(report.time, fields))]
+            return [Message(self.alert(), self._json(report.time, fields, ALERT_VERSION))]
         if isinstance(report, CameraReport):
             error = mask_secrets(report.error) if report.error is not None else None
             fields = {"camera": report.camera, "state": report.state, "error": error}
@@ -138,8 +147,8 @@ class Topics:
         """A stats message holding ``fields`` (JSON values) beside the common ones; ``time`` defaults to now."""
         return Message(self.stats(), self._json(wall_clock() if time is None else time, dict(fields)))
 
-    def _json(self, time: float, fields: dict[str, Any]) -> str:
-        common = {"v": PAYLOAD_VERSION, "device": self.device, "time": iso_time(time), "ts": round(time, 3)}
+    def _json(self, time: float, fields: dict[str, Any], version: int = PAYLOAD_VERSION) -> str:
+        common = {"v": version, "device": self.device, "time": iso_time(time), "ts": round(time, 3)}
         return json.dumps(common | fields, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -158,6 +167,21 @@ def _event_fields(report: EventReport) -> dict[str, Any]:
         "labels": _scores(report.labels),
         "clip": report.clip,
         "reason": report.reason,
+        "facts": _facts(report.facts) if report.facts is not None else None,
+    }
+
+
+def _fact(fact: Fact[Any], value: Any) -> dict[str, Any]:
+    return {"value": value, "model": fact.model, "validated": fact.validated}
+
+
+def _facts(facts: Facts) -> dict[str, Any]:
+    """Each fact with the model that found it and whether that model is validated for the camera."""
+    return {
+        "people": _fact(facts.people, facts.people.value),
+        "down": _fact(facts.down, facts.down.value) if facts.down is not None else None,
+        "holding": _fact(facts.holding, list(facts.holding.value)),
+        "labels": _fact(facts.labels, _scores(facts.labels.value)) if facts.labels is not None else None,
     }
 
 
@@ -166,8 +190,16 @@ def _caption_fields(report: CaptionReport) -> dict[str, Any]:
         "camera": report.camera,
         "event_id": report.event_id,
         "caption": report.caption,
-        # the geometric mean of the tokens' probabilities: 0..1, easier to read than a log
-        "score": _number(math.exp(report.logprob)),
+        "composed": report.composed,
+        "model_caption": None
+        if report.model_caption is None
+        else {
+            "text": report.model_caption.text,
+            # the geometric mean of the tokens' probabilities: 0..1, easier to read than a log
+            "score": _number(math.exp(report.model_caption.logprob)),
+            "validated": report.model_caption.validated,
+        },
+        "facts": _facts(report.facts),
         "labels": _scores(report.labels),
         "persons": report.persons,
         "alert": report.alert,

@@ -17,7 +17,7 @@ from appliance.inference.imaging import Image
 from appliance.inference.loader import Models, load_models
 from appliance.service import inference_settings, presence_scores
 from appliance.sim.render import PersonTruth, Renderer
-from appliance.sim.scenario import list_scenarios
+from appliance.sim.scenario import Scenario, list_scenarios
 from tools.convert import ConvertError
 from tools.convert.datasets import read_image
 from tools.convert.evaluate import TruthBox, evaluate_captioner, evaluate_classifier, evaluate_detector
@@ -44,9 +44,18 @@ def _boxes(frame: dict[str, Any]) -> list[TruthBox]:
     return [TruthBox(p.box, p.ignore) for p in _people(frame)]
 
 
+# The shipped scenarios the card is measured on. A scenario shipped later (home-fall, hall-bag: for the
+# alerts) joins the card at the next reference run, so that the committed card stays what its models measure.
+CARD_SCENARIOS = ("corridor-walk", "empty-lighting", "entrance-night", "room-fight", "shop-knife", "two-angles")
+
+
+def _card_scenarios() -> list[Scenario]:
+    return [scenario for scenario in list_scenarios() if scenario.name in CARD_SCENARIOS]
+
+
 def scenario_frames(every: int, empty: bool) -> Iterator[tuple[Image, list[TruthBox]]]:
-    """Every ``every``-th frame of each camera of the shipped scenarios with people (or of the empty one)."""
-    for scenario in list_scenarios():
+    """Every ``every``-th frame of each camera of the card's scenarios with people (or of the empty one)."""
+    for scenario in _card_scenarios():
         if (scenario.name == EMPTY_SCENARIO) != empty:
             continue
         for view in range(len(scenario.cameras)):
@@ -59,7 +68,7 @@ def scenario_frames(every: int, empty: bool) -> Iterator[tuple[Image, list[Truth
 def scenario_seconds(every: int, empty: bool) -> tuple[int, float]:
     """How many frames ``scenario_frames`` yields, and how many seconds of video they stand for."""
     frames, seconds = 0, 0.0
-    for scenario in list_scenarios():
+    for scenario in _card_scenarios():
         if (scenario.name == EMPTY_SCENARIO) == empty:
             frames += len(scenario.cameras) * len(range(0, scenario.frames, every))
             seconds += len(scenario.cameras) * scenario.duration
