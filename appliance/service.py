@@ -38,7 +38,7 @@ from appliance.inference.loader import Models, load_models
 from appliance.inference.manifest import default_models_dir
 from appliance.inference.runtime import thread_count
 from appliance.inference.settings import InferenceSettings
-from appliance.mqtt.discovery import discovery_messages
+from appliance.mqtt.discovery import discovery_messages, ha_status_topic
 from appliance.mqtt.outbox import Outbox
 from appliance.mqtt.publisher import MqttSettings, Publisher
 from appliance.mqtt.topics import Message, Topics, device_id
@@ -333,6 +333,11 @@ class Service:
             self.topics,
             Outbox(folder / "outbox.sqlite", config.mqtt_outbox_max),
             on_connect=lambda: self._on_connect(names),
+            answers={
+                ha_status_topic(config.ha_prefix): lambda said: self._on_connect(names) if said == "online" else []
+            }
+            if config.ha_discovery
+            else None,
         )
         self.publisher.start()
         clips = self._clip_store(folder) if config.record else None  # leftover parts are made whole first

@@ -21,6 +21,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.publish import single
 
 from appliance.config import Config
 from appliance.errors import ConfigError
@@ -80,10 +81,11 @@ def make_publisher(broker: Broker, tmp_path: Path) -> Iterator[MakePublisher]:
         outbox: Path | None = None,
         limit: int = 10_000,
         on_connect: Callable[[], list[Message]] | None = None,
+        answers: dict[str, Callable[[str], list[Message]]] | None = None,
         **changes: object,
     ) -> Publisher:
         box = Outbox(outbox or tmp_path / f"outbox{len(made)}.sqlite", limit)
-        publisher = Publisher(fast(broker, **changes), TOPICS, box, on_connect)
+        publisher = Publisher(fast(broker, **changes), TOPICS, box, on_connect, answers=answers)
         publisher.start()
         made.append((publisher, box))
         return publisher
@@ -575,6 +577,26 @@ def test_bound_reached_while_the_broker_is_away(broker: Broker, make_publisher: 
         assert numbers(seen.wait_for(lambda m: len(m) >= 10)) == list(range(20, 30))
 
 
+def test_home_assistant_online_asks_for_discovery_again(broker: Broker, make_publisher: MakePublisher) -> None:
+    """Home Assistant restarted (its broker keeps no retained messages for it, or it lost them) says
+    ``online`` on its status topic: the device config goes out again, while ``offline`` asks nothing."""
+    discovery = discovery_messages(TOPICS, ["cam0"], "homeassistant")
+    publisher = make_publisher(
+        on_connect=lambda: discovery,
+        answers={"homeassistant/status": lambda said: discovery if said == "online" else []},
+    )
+    wait_until(lambda: publisher.connected)
+    with collect(broker, "homeassistant/device/#") as seen:
+        seen.wait_for(lambda m: len(m) == 1)  # the retained one
+        for said in ("offline", "online"):
+            single("homeassistant/status", said, qos=1, hostname=broker.host, port=broker.port)
+        again = seen.wait_for(lambda m: len(m) == 2)
+        time.sleep(0.5)  # nothing more comes: "offline" asked for nothing
+        assert len(seen.messages) == 2
+    assert [m.payload for m in again] == [discovery[0].payload] * 2
+    assert (again[0].retain, again[1].retain) == (True, False)  # the broker's copy, then published anew
+
+
 def test_discovery_then_states_then_the_outbox_on_every_connect(
     broker: Broker, make_publisher: MakePublisher, tmp_path: Path
 ) -> None:
@@ -599,34 +621,44 @@ def test_discovery_then_states_then_the_outbox_on_every_connect(
         assert [m.topic for m in received[online:]] == [*greeting, SEQ]
 
     with collect(broker, "homeassistant/#") as late:
-        configs = late.wait_for(lambda m: len(m) >= 7)
-    assert len(configs) == 7
-    assert all(m.retain for m in configs)
-    by_topic = {m.topic: m.json() for m in configs}
-    node = "homeassistant/{}/t_dev/{}/config"
-    person = by_topic[node.format("binary_sensor", "cam0_person")]
-    assert (person["device_class"], person["state_topic"]) == ("occupancy", "t/dev/cam0/person")
+        [device] = late.wait_for(lambda m: len(m) >= 1)
+    assert device.retain
+    assert device.topic == "homeassistant/device/t_dev/config"
+    config = device.json()
+    assert config["device"]["identifiers"] == ["t_dev"]
+    assert config["origin"]["name"] == "appliance"
+    assert config["availability_topic"] == "t/dev/status"
+    components = config["components"]
+    person = components["cam0_person"]
+    assert (person["platform"], person["device_class"], person["state_topic"]) == (
+        "binary_sensor",
+        "occupancy",
+        "t/dev/cam0/person",
+    )
     assert (person["payload_on"], person["payload_off"]) == ("ON", "OFF")
-    caption = by_topic[node.format("sensor", "cam1_caption")]
+    caption = components["cam1_caption"]
     assert caption["state_topic"] == caption["json_attributes_topic"] == "t/dev/cam1/caption"
     assert "value_json.caption" in caption["value_template"]
-    alert = by_topic[node.format("binary_sensor", "alert")]
+    alert = components["alert"]
     assert alert["state_topic"] == "t/dev/alert"
     assert alert["device_class"] == "safety"
     assert alert["off_delay"] > 0
-    assert by_topic[node.format("sensor", "cam0_camera")]["state_topic"] == "t/dev/cam0/state"
-    assert len({config["unique_id"] for config in by_topic.values()}) == 7
-    for config in by_topic.values():
-        assert config["availability_topic"] == "t/dev/status"
-        assert (config["payload_available"], config["payload_not_available"]) == ("online", "offline")
-        assert config["device"] == {
-            "identifiers": ["t_dev"],
-            "name": "dev",
-            "model": "Raspberry Pi camera appliance",
-            "sw_version": config["device"]["sw_version"],
-        }
-        assert config["state_topic"].startswith("t/dev/")
-        assert config["name"]
+    assert components["cam0_camera"]["state_topic"] == "t/dev/cam0/state"
+    events = {name: c for name, c in components.items() if c["platform"] == "event"}
+    assert set(events) == {"fall_alert", "violence_alert", "object_alert"}
+    assert all(e["state_topic"] == "t/dev/alert" and e["event_types"] == ["warning", "alarm"] for e in events.values())
+    # the unique ids of the per-entity configs of earlier versions: the entities keep their history
+    assert {c["unique_id"] for c in components.values()} == {f"t_dev_{name}" for name in components}
+    assert (config["payload_available"], config["payload_not_available"]) == ("online", "offline")
+    assert config["device"] == {
+        "identifiers": ["t_dev"],
+        "name": "dev",
+        "model": "Raspberry Pi camera appliance",
+        "sw_version": config["device"]["sw_version"],
+    }
+    for component in components.values():
+        assert component["state_topic"].startswith("t/dev/")
+        assert component["name"]
 
 
 def make_certificates(folder: Path) -> dict[str, Path]:

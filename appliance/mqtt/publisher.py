@@ -2,7 +2,8 @@
 
 ``send`` only writes the message to the outbox (durable first) and returns; the publisher thread
 connects, announces ``online`` (retained; the last will says ``offline``), publishes the
-``on_connect`` messages (discovery, current states), then sends outbox messages in order with QoS
+``on_connect`` messages (discovery, current states), subscribes to the ``answers`` topics (Home
+Assistant's status: its ``online`` asks for discovery again), then sends outbox messages in order with QoS
 1, up to ``window`` unacknowledged at a time. A message leaves the outbox only when its PUBACK
 arrives. When the connection drops, what was unacknowledged is sent again from the outbox after
 reconnecting: at least once, in order of first appearance.
@@ -17,7 +18,7 @@ import logging
 import random
 import ssl
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from time import monotonic
@@ -121,12 +122,14 @@ class Publisher:
         outbox: Outbox,
         on_connect: Callable[[], Iterable[Message]] | None = None,
         window: int = 20,
+        answers: Mapping[str, Callable[[str], Iterable[Message]]] | None = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
         self.window = window
         self._outbox = outbox
         self._on_connect = on_connect
+        self._answers = dict(answers or {})  # topic -> the messages to publish for a payload received on it
         self._tls = settings.tls_context()  # bad TLS files stop start-up, not every reconnect
         self._stopping = threading.Event()
         self._wake = threading.Event()  # set by send(): the outbox has something new
@@ -239,6 +242,7 @@ class _Connection:
         self._client.max_inflight_messages_set(0)
         self._client.on_connect = self._on_connect
         self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
         self.established = False
         self._refused: str | None = None
         self._inflight: dict[int, int] = {}  # paho message id -> outbox id
@@ -286,7 +290,21 @@ class _Connection:
         self.established = True
         for message in self._publisher._greeting():
             client.publish(message.topic, message.payload, message.qos, message.retain)
+        for topic in self._publisher._answers:
+            client.subscribe(topic, qos=1)
         self._publisher._up()
+
+    def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        answer = self._publisher._answers.get(message.topic)
+        if answer is None:
+            return
+        try:
+            replies = list(answer(message.payload.decode("utf-8", "replace")))
+        except Exception:  # an answer that fails must not cost the connection
+            logger.exception("MQTT answer to %s failed", message.topic)
+            return
+        for reply in replies:
+            client.publish(reply.topic, reply.payload, reply.qos, reply.retain)
 
     def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, _reason: ReasonCode, _props: Any) -> None:
         key = self._inflight.pop(mid, None)
