@@ -225,8 +225,10 @@ def test_stats_report_rates_timings_and_the_outbox(visit_run: Run) -> None:
 
 
 def test_home_assistant_discovers_the_person_sensor(visit_run: Run) -> None:
-    configs = [m for m in visit_run.subscriber.messages if m.topic.startswith("homeassistant/") and m.payload]
-    assert any(json.loads(m.payload).get("state_topic") == "test/pi/cam0/person" for m in configs)
+    configs = [m for m in visit_run.subscriber.messages if m.topic == "homeassistant/device/test_pi/config"]
+    assert configs, "no device config"
+    person = json.loads(configs[-1].payload)["components"]["cam0_person"]
+    assert (person["platform"], person["state_topic"]) == ("binary_sensor", "test/pi/cam0/person")
 
 
 def run_shipped(broker: Broker, folder: Path, scenario: str, prefix: str, timeout: float) -> Collector:
