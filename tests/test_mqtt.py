@@ -930,3 +930,33 @@ def test_watch_reads_its_password_from_a_file_not_the_command_line(tmp_path: Pat
         assert "refused the connection (Not authorized)" in first_line("wrong\n")
     finally:
         broker.stop()
+
+
+def test_the_readmes_example_payloads_have_the_fields_the_appliance_sends() -> None:
+    """The topic table's examples (event, caption, alert) carry exactly the fields and versions of the real payloads."""
+    rows = {
+        line.split("|")[1].strip(): line.split("`{", 1)[1].rsplit("}`", 1)[0].join("{}")
+        for line in (ROOT / "README.md").read_text().splitlines()
+        if line.startswith("| `appliance/kitchen/") and "`{" in line
+    }
+    facts = Facts(
+        people=Fact(value=1, model="detector", validated=True),
+        down=None,
+        holding=Fact(value=(), model="detector", validated=True),
+        labels=None,
+    )
+    made: dict[str, Report] = {
+        "`appliance/kitchen/cam0/event` (update)": EventReport("update", "e", "cam0", T0, T0, 1, 1, facts=facts),
+        "`appliance/kitchen/cam0/event` (end)": EventReport("end", "e", "cam0", T0, T0, 0, 1, ended=T0, reason="gone"),
+        "`appliance/kitchen/cam0/caption` (a real camera)": caption_report("a", {}, "none", (), validated=False),
+        "`appliance/kitchen/alert`": AlertReport(
+            event_id="e", camera="cam0", time=T0, level="warning", reasons=(), kinds=(), text="", caption=None
+        ),
+    }
+    for name, report in made.items():
+        sent = json.loads(TOPICS.messages_for(report)[0].payload)
+        shown = json.loads(rows[name])
+        assert set(shown) == set(sent), name
+        assert shown["v"] == sent["v"], name
+        if isinstance(sent.get("facts"), dict):
+            assert set(shown["facts"]) == set(sent["facts"]), name
