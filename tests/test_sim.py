@@ -18,7 +18,7 @@ from appliance.inference.detector import iou_one_to_many
 from appliance.sim import captions
 from appliance.sim.backdrop import Shadow, ground_mask
 from appliance.sim.figure import ACTIONS, OBJECTS, SHIRT_COLOURS, Placement, draw, pose, random_appearance, silhouette
-from appliance.sim.render import Renderer, Stage
+from appliance.sim.render import PersonTruth, Renderer, Stage
 from appliance.sim.scenario import ScenarioError, list_scenarios, load_scenario, parse_scenario
 from appliance.sim.snapshots import snapshots
 from appliance.sim.world import Actor
@@ -86,6 +86,33 @@ def test_the_box_of_a_figure_is_where_its_pixels_are(action: str, turn: float, h
         # the box is the drawn pixels': faint anti-aliased fringes may reach a pixel beyond it
         assert np.allclose(box, drawn, atol=1.0), (box, drawn)
         assert iou_one_to_many(np.array(box), np.array([drawn]))[0] >= (0.8 if height < 30 else 0.9), (box, drawn)
+
+
+@pytest.mark.parametrize("held", OBJECTS)
+@pytest.mark.parametrize("action", ["walking", "standing", "fighting"])
+@pytest.mark.parametrize("height", [60.0, 300.0])
+def test_the_box_of_a_held_object_is_where_its_pixels_are(held: str, action: str, height: float) -> None:
+    """What a person holds has a truth box of its own (the detector learns knife, bag and phone from it):
+    the pixels drawn with the object and not without it lie in that box."""
+    look = random_appearance(np.random.default_rng(0), "red")
+    for phase in (0.0, 0.3, 0.7):
+        joints, placement = pose(action, phase, 0.3, held), Placement(400.0, 380.0, height, 1)
+        bare, holding = (np.full((420, 800, 3), 128, np.uint8) for _ in range(2))
+        assert draw(bare, joints, placement, look, None) is None
+        box = draw(holding, joints, placement, look, held)
+        assert box is not None
+        drawn = _changed_box(bare, holding)
+        assert drawn is not None
+        # within the anti-aliased fringe, a little more where the knife's round-capped strokes are thick
+        assert np.allclose(box, drawn, atol=max(1.5, height / 100)), (held, box, drawn)
+        assert iou_one_to_many(np.array(box), np.array([drawn]))[0] >= 0.6, (held, box, drawn)  # a phone: 4x6 px
+
+
+def test_truth_reads_back_with_the_held_box_and_without_one_from_older_files() -> None:
+    truth = PersonTruth("p1", (1.0, 2.0, 30.0, 80.0), "standing", "knife", "red", 1.0, False, (20.0, 40.0, 28.0, 52.0))
+    assert PersonTruth.from_json(truth.to_json()) == truth
+    older = {k: v for k, v in truth.to_json().items() if k != "held_box"}
+    assert PersonTruth.from_json(older).held_box is None
 
 
 def test_truth_boxes_are_the_people_drawn_in_the_scene() -> None:
@@ -305,6 +332,7 @@ def test_snapshots_cover_places_light_actions_and_objects() -> None:
     assert lights == {"day", "dusk", "night"}
     assert {p.action for p in people} == set(ACTIONS)
     assert {p.held for p in people} == {None, *OBJECTS}
+    assert all((p.held_box is not None) == (p.held is not None) for p in people if p.visible > 0.9)
     assert {p.shirt for p in people} == set(SHIRT_COLOURS)
     assert sum(not s.truth.counted for s in shots) >= 20  # empty scenes are a fair share
     for shot in shots:

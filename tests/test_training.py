@@ -239,6 +239,30 @@ def test_negatives_are_the_images_of_a_folder_with_nothing_to_find(tmp_path: Pat
     assert all(s.boxes.shape == (0, 4) and len(s.classes) == 0 and len(s.ignore) == 0 for s in samples)
 
 
+def test_the_synthetic_detection_set_boxes_people_and_what_they_hold(tmp_path: Path) -> None:
+    """The reference detector's data: person, knife, bag and phone, each held object boxed where the world drew
+    it, inside (or at the edge of) its holder's box."""
+    data = write_synthetic(tmp_path / "data", seed=11, count=120)
+    coco = json.loads(data.detection.read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    assert sorted(names.values()) == ["bag", "knife", "person", "phone"]
+    found = {name: [a for a in coco["annotations"] if names[a["category_id"]] == name] for name in names.values()}
+    assert len(found["person"]) > 100
+    assert all(found[thing] for thing in ("knife", "bag", "phone")), {k: len(v) for k, v in found.items()}
+    people: dict[int, list[list[float]]] = {}
+    for a in found["person"]:
+        people.setdefault(a["image_id"], []).append(a["bbox"])
+    for thing in ("knife", "bag", "phone"):
+        for a in found[thing]:
+            x, y, w, h = a["bbox"]
+            assert w > 0
+            assert h > 0
+            near = [
+                p for p in people.get(a["image_id"], []) if p[0] - w <= x <= p[0] + p[2] and p[1] <= y <= p[1] + p[3]
+            ]
+            assert near, (thing, a)
+
+
 def test_the_detector_command_refuses_a_negatives_folder_without_images(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

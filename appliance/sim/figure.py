@@ -288,20 +288,23 @@ def silhouette(joints: Pose, placement: Placement) -> Silhouette:
     return Silhouette(x0, y0, mask >= COVERED)
 
 
-def draw(image: Image, joints: Pose, placement: Placement, look: Appearance, held: str | None) -> None:
-    """Draw the figure and what it holds."""
+def draw(image: Image, joints: Pose, placement: Placement, look: Appearance, held: str | None) -> Box | None:
+    """Draw the figure and what it holds; returns the box of what it holds (None: nothing)."""
     for stroke in _strokes(joints, placement, look):
         stroke.paint(image)
-    if held is not None:
-        px = placement.to_pixels
-        _draw_object(
-            image, held, px(joints.hands[1]), px(joints.elbows[1]), placement, max(1.0, LIMB * placement.height)
-        )
+    if held is None:
+        return None
+    px = placement.to_pixels
+    return _draw_object(
+        image, held, px(joints.hands[1]), px(joints.elbows[1]), placement, max(1.0, LIMB * placement.height)
+    )
 
 
 def _draw_object(
     image: Image, held: str, hand: tuple[float, float], elbow: tuple[float, float], placement: Placement, limb: float
-) -> None:
+) -> Box:
+    """Draw ``held`` in the hand; returns its box in pixels (where it was drawn, with the anti-aliased
+    fringe, unclipped)."""
     h = placement.height
     if held == "knife":
         direction = np.subtract(hand, elbow)
@@ -310,24 +313,27 @@ def _draw_object(
         tip = np.add(grip_end, direction * 0.16 * h)
         _line(image, hand, tuple(grip_end), (25, 25, 25), limb * 0.9)
         _line(image, tuple(grip_end), tuple(tip), (235, 235, 240), max(1.5, limb * 0.75))
-    elif held == "bag":
+        half = max(1.5, limb * 0.9) / 2  # the stroke's half width
+        xs, ys = (hand[0], float(tip[0])), (hand[1], float(tip[1]))
+        return _fringed((min(xs) - half, min(ys) - half, max(xs) + half, max(ys) + half))
+    if held == "bag":
         width, height = 0.14 * h, 0.13 * h
         x = hand[0] - width / 2
         cv2.rectangle(
             image, _ipt((x, hand[1])), _ipt((x + width, hand[1] + height)), (40, 70, 110), -1, cv2.LINE_AA, shift=4
         )
-        _line(image, (hand[0], hand[1]), (hand[0], hand[1] + 0.02 * h), (20, 40, 60), limb * 0.5)
-    elif held == "phone":
-        size = (0.035 * h, 0.065 * h)
-        cv2.rectangle(
-            image,
-            _ipt((hand[0] - size[0] / 2, hand[1] - size[1] / 2)),
-            _ipt((hand[0] + size[0] / 2, hand[1] + size[1] / 2)),
-            (20, 20, 20),
-            -1,
-            cv2.LINE_AA,
-            shift=4,
-        )
+        strap = limb * 0.5
+        _line(image, (hand[0], hand[1]), (hand[0], hand[1] + 0.02 * h), (20, 40, 60), strap)
+        return _fringed((x, hand[1] - max(1, round(strap)) / 2, x + width, hand[1] + height))
+    size = (0.035 * h, 0.065 * h)  # a phone
+    corner, far = (hand[0] - size[0] / 2, hand[1] - size[1] / 2), (hand[0] + size[0] / 2, hand[1] + size[1] / 2)
+    cv2.rectangle(image, _ipt(corner), _ipt(far), (20, 20, 20), -1, cv2.LINE_AA, shift=4)
+    return _fringed((corner[0], corner[1], far[0], far[1]))
+
+
+def _fringed(box: Box) -> Box:
+    """``box`` and the pixel of anti-aliased edge around it."""
+    return (box[0] - 1.0, box[1] - 1.0, box[2] + 1.0, box[3] + 1.0)
 
 
 def walking_phase(distance: float, height_m: float) -> float:

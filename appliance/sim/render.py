@@ -79,12 +79,23 @@ class PersonTruth:
     shirt: str
     visible: float  # share of the body's pixels that show: inside the image and not behind someone nearer
     ignore: bool  # too small or mostly outside: a detector need not find it, nor is it a false positive
+    held_box: Box | None = None  # what they hold, where it was drawn (clipped to the image); None: nothing shows
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PersonTruth:
         x1, y1, x2, y2 = (float(v) for v in data["box"])
+        held_box = data.get("held_box")  # absent in truth files written before objects had boxes
         return cls(
-            data["id"], (x1, y1, x2, y2), data["action"], data["held"], data["shirt"], data["visible"], data["ignore"]
+            data["id"],
+            (x1, y1, x2, y2),
+            data["action"],
+            data["held"],
+            data["shirt"],
+            data["visible"],
+            data["ignore"],
+            None
+            if held_box is None
+            else (float(held_box[0]), float(held_box[1]), float(held_box[2]), float(held_box[3])),
         )
 
     def to_json(self) -> dict[str, object]:
@@ -96,6 +107,7 @@ class PersonTruth:
             "shirt": self.shirt,
             "visible": round(self.visible, 3),
             "ignore": self.ignore,
+            "held_box": None if self.held_box is None else [round(v, 1) for v in self.held_box],
         }
 
 
@@ -199,25 +211,30 @@ class Stage:
         # is left of a person's number is what of them shows (not cut off, not hidden behind others).
         height, width = image.shape[:2]
         label = np.zeros((height, width), np.uint8)
-        drawn: list[tuple[Actor, Silhouette]] = []
+        drawn: list[tuple[Actor, Silhouette, Box | None]] = []
         for actor, placement in self._placed(actors):
             joints = pose(actor.action, actor.phase, self._turn(actor), actor.held)
             shape = silhouette(joints, placement)
             x1, y1, x2, y2 = shape.box
             if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height or len(drawn) == 255:
                 continue
-            draw(image, joints, placement, actor.look, actor.held)
-            drawn.append((actor, shape))
+            held_box = draw(image, joints, placement, actor.look, actor.held)
+            drawn.append((actor, shape, held_box))
             _paint_label(label, shape, len(drawn))
         showing = np.bincount(label.ravel(), minlength=len(drawn) + 1)
         truths = []
-        for number, (actor, shape) in enumerate(drawn, start=1):
-            x1, y1, x2, y2 = shape.box
-            box = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
+        for number, (actor, shape, held_box) in enumerate(drawn, start=1):
+            box = _clipped(shape.box, width, height)
             visible = float(showing[number]) / max(shape.area, 1)
             small = box[3] - box[1] < MIN_HEIGHT and box[2] - box[0] < MIN_HEIGHT
             ignore = visible < MIN_VISIBLE or small
-            truths.append(PersonTruth(actor.id, box, actor.action, actor.held, actor.shirt, visible, ignore))
+            held = _clipped(held_box, width, height) if held_box is not None else None
+            shows = held is not None and held[2] > held[0] and held[3] > held[1]
+            truths.append(
+                PersonTruth(
+                    actor.id, box, actor.action, actor.held, actor.shirt, visible, ignore, held if shows else None
+                )
+            )
         light = self._light(t, rng)
         self._expose(image, light, rng)
         return image, tuple(truths), light
@@ -264,6 +281,11 @@ class Stage:
         else:
             cv2.transform(image, np.diag([light.gain * c for c in light.tint]).astype(np.float32), dst=image)
         add_noise(image, light.noise, int(rng.integers(1 << 16)))
+
+
+def _clipped(box: Box, width: int, height: int) -> Box:
+    x1, y1, x2, y2 = box
+    return (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
 
 
 def _paint_label(label: npt.NDArray[np.uint8], shape: Silhouette, number: int) -> None:
