@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import io
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -97,3 +98,47 @@ def test_the_reference_command_makes_a_models_folder_from_nothing(tmp_path: Path
         assert main(["reference", "--quick", "--work", str(work), "--out", str(out)]) == 0
     assert all((work / m).exists() for m in TRAINED)
     assert digests() == made
+
+    _retrain_the_detector_alone(work, out, digests, made)
+
+
+def _retrain_the_detector_alone(
+    work: Path, out: Path, digests: Callable[[], dict[str, str]], made: dict[str, str]
+) -> None:
+    """--slots retrains the detector alone: the others keep their files and their figures in metrics.json."""
+    first = json.loads((out / "metrics.json").read_text())
+    edited = json.loads(json.dumps(first))
+    edited["int8"]["classifier"]["accuracy"] = 0.123  # kept from the last run, not measured again
+    edited["int8"]["detector"]["held_out"]["ap50"] = -1.0  # measured again
+    (out / "metrics.json").write_text(json.dumps(edited))
+    for marker in TRAINED:
+        (work / marker).write_text("kept")
+    (work / "detector.trained").unlink()
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["reference", "--quick", "--work", str(work), "--out", str(out), "--slots", "detector"]) == 0
+    assert (work / "detector.trained").read_text() == ""
+    assert all((work / m).read_text() == "kept" for m in TRAINED[1:])
+    assert digests() == made
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["int8"]["classifier"] == edited["int8"]["classifier"]
+    assert again["int8"]["detector"] == first["int8"]["detector"]  # the same training makes the same model
+    assert again["plan"] == first["plan"]
+    assert (out / "README.md").read_text() == card(out, again)
+    # the synthetic world boxes what people hold: the detector learns knife, bag and phone, and is measured on them
+    assert set(first["int8"]["detector"]["objects"]) <= {"knife", "bag", "phone"}
+    assert first["int8"]["detector"]["objects"]
+
+
+def test_retraining_some_slots_needs_the_figures_of_the_others(tmp_path: Path) -> None:
+    from tools.convert import ConvertError
+    from tools.convert.reference import run_reference
+
+    with pytest.raises(ConvertError, match=r"metrics\.json: not there"):
+        run_reference(tmp_path / "work", tmp_path / "models", QUICK, slots=("detector",))
+    assert not (tmp_path / "work").exists()  # refused before anything was rendered or trained
+
+
+def test_an_unknown_slot_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["reference", "--slots", "detector,tracker"])
+    assert "expected slots among detector, classifier, captioner, got detector,tracker" in capsys.readouterr().err

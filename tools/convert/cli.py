@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import ApplianceError
-from appliance.inference.manifest import DOMAINS, REAL, Domain, default_models_dir
+from appliance.inference.manifest import DOMAINS, REAL, SLOTS, Domain, default_models_dir
 from tools.convert import ConvertError
 from tools.convert.model_card import refresh_card
 from tools.convert.slots import CaptionerConversion, ClassifierConversion, DetectorConversion, SlotConversion
@@ -34,6 +34,15 @@ def _detector_size(text: str) -> tuple[int, int]:
     if min(size) < 32 or size[0] % 32 or size[1] % 32:
         raise argparse.ArgumentTypeError(f"expected N or WxH, each a multiple of 32 from 32 up, got {text}")
     return size
+
+
+def _slots(text: str) -> tuple[str, ...]:
+    """Comma-separated slot names, in the slots' own order."""
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    unknown = sorted(names - set(SLOTS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected slots among {', '.join(SLOTS)}, got {text}")
+    return tuple(name for name in SLOTS if name in names)
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -228,6 +237,14 @@ def _add_reference(commands: Commands) -> None:
         "--quick", action="store_true", help="a few minutes on tiny data: checks the chain, makes weak models"
     )
     reference.add_argument("--fresh", action="store_true", help="start over instead of going on from --work")
+    reference.add_argument(
+        "--slots",
+        type=_slots,
+        default=SLOTS,
+        metavar="NAMES",
+        help="retrain only these (comma-separated); the others stay as they are in --out, with their figures "
+        "from its metrics.json (default: all three)",
+    )
 
 
 def _add_fetch(commands: Commands) -> None:
@@ -426,7 +443,7 @@ def _training(args: argparse.Namespace, command: str) -> int:
 def _reference(args: argparse.Namespace) -> int:
     from tools.convert.reference import QUICK, Plan, run_reference
 
-    run_reference(args.work, args.out, QUICK if args.quick else Plan(), fresh=args.fresh)
+    run_reference(args.work, args.out, QUICK if args.quick else Plan(), fresh=args.fresh, slots=args.slots)
     print(f"wrote the reference models, metrics.json and README.md to {args.out}")
     return 0
 

@@ -7,14 +7,17 @@ a test re-measures the committed models.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
+from appliance.inference.detector import Detector
 from appliance.inference.imaging import Image
-from appliance.inference.loader import Models, load_models
+from appliance.inference.loader import DETECTORS, Models, build_slot, load_models
+from appliance.inference.manifest import SLOTS, read_manifest
+from appliance.inference.settings import InferenceSettings
 from appliance.service import inference_settings, presence_scores
 from appliance.sim.render import PersonTruth, Renderer
 from appliance.sim.scenario import Scenario, list_scenarios
@@ -78,9 +81,34 @@ def scenario_seconds(every: int, empty: bool) -> tuple[int, float]:
 CARD_OPERATING_SCORE = 0.4  # the card's recall and precision are measured at this detector score
 
 
-def measure(folder: Path, test: SyntheticSet, scenario_every: int, limit: int | None = None) -> dict[str, Any]:
-    """Every metric of the model card for the models in ``folder``, on the held-out set (its first
-    ``limit`` images when given) and on the shipped scenarios."""
+def _object_truth(frame: dict[str, Any], label: str) -> list[TruthBox]:
+    """Where ``label`` is drawn in a person's hand; an ignored person's object is ignored too."""
+    return [TruthBox(p.held_box, p.ignore) for p in _people(frame) if p.held == label and p.held_box is not None]
+
+
+def _objects(
+    folder: Path, settings: InferenceSettings, detector: Detector, test: SyntheticSet, frames: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Per object class of the detector (knife, bag, ...): its figures on the held-out objects in hands."""
+    manifest = read_manifest(folder)
+    figures = {}
+    held = {p.held for f in frames for p in _people(f) if p.held is not None}
+    for label in sorted(held & {name for i, name in enumerate(detector.labels) if i not in detector.person_classes}):
+        one = build_slot(
+            manifest, "detector", DETECTORS, replace(settings, detector=replace(settings.detector, labels=(label,)))
+        )
+        found = evaluate_detector(
+            one, ((_image(test, f), _object_truth(f, label)) for f in frames), CARD_OPERATING_SCORE, len(frames)
+        )
+        figures[label] = {key: value for key, value in found.to_json().items() if key != "counted_right"}
+    return figures
+
+
+def measure(
+    folder: Path, test: SyntheticSet, scenario_every: int, limit: int | None = None, slots: Sequence[str] = SLOTS
+) -> dict[str, Any]:
+    """Every metric of the model card for the ``slots`` of the models in ``folder``, on the held-out set (its
+    first ``limit`` images when given) and on the shipped scenarios."""
     defaults = Config()
     configured = inference_settings(defaults)  # the appliance's defaults, the detector's curve aside
     settings = replace(
@@ -89,45 +117,56 @@ def measure(folder: Path, test: SyntheticSet, scenario_every: int, limit: int | 
         detector=replace(configured.detector, labels=("person",), score_threshold=CURVE_SCORE),
     )
     models: Models = load_models(folder, settings)
-    if models.detector is None or models.classifier is None or models.captioner is None:
-        raise ConvertError(f"{folder}: the model card measures a detector, a classifier and a captioner")
+    missing = [name for name in slots if name not in models.slots()]
+    if missing:
+        raise ConvertError(f"{folder}: the model card measures {', '.join(slots)}; missing: {', '.join(missing)}")
     frames = _held_out(test)[:limit]
-    count = presence_scores(defaults, models.detector).score  # the score from which the events count people
-    operating = CARD_OPERATING_SCORE
-    held = evaluate_detector(
-        models.detector, ((_image(test, f), _boxes(f)) for f in frames), operating, len(frames), count
-    )
-    scene_frames, _ = scenario_seconds(scenario_every, empty=False)
-    scenes = evaluate_detector(
-        models.detector, scenario_frames(scenario_every, empty=False), operating, scene_frames, count
-    )
-    empty_count, empty_seconds = scenario_seconds(scenario_every, empty=True)
-    empty = evaluate_detector(
-        models.detector, scenario_frames(scenario_every, empty=True), operating, empty_count, count
-    )
-    seconds_scored = empty_seconds / scenario_every
-    people = [(f, p) for f in frames for p in _people(f) if not p.ignore]
-    crops = ((_image(test, f), p.box, behaviour(p)) for f, p in people)
-    classifier = evaluate_classifier(models.classifier, crops, len(people))
-    captioner = evaluate_captioner(models.captioner, ((_image(test, f), f["caption"]) for f in frames), len(frames))
-    return {
-        "detector": {
-            "held_out": held.to_json(),
-            "scenarios": scenes.to_json(),
-            "empty": {
-                **empty.to_json(),
-                "seconds": seconds_scored,
-                "false_positives_per_hour": empty.false_positives * 3600 / seconds_scored,
-            },
-            "operating_score": operating,
-            "count_score": count,
-            "suppression_iou": defaults.detect_iou,
-            "suppression_nested": defaults.detect_nested,
-        },
-        "classifier": classifier.to_json(),
-        "captioner": {
+    measured: dict[str, Any] = {}
+    if models.detector is not None and "detector" in slots:
+        measured["detector"] = _detector(folder, settings, models.detector, test, frames, scenario_every)
+    if models.classifier is not None and "classifier" in slots:
+        people = [(f, p) for f in frames for p in _people(f) if not p.ignore]
+        crops = ((_image(test, f), p.box, behaviour(p)) for f, p in people)
+        measured["classifier"] = evaluate_classifier(models.classifier, crops, len(people)).to_json()
+    if models.captioner is not None and "captioner" in slots:
+        captioner = evaluate_captioner(models.captioner, ((_image(test, f), f["caption"]) for f in frames), len(frames))
+        measured["captioner"] = {
             **captioner.to_json(),
             "beam_width": settings.captioner.beam_width,
             "mirror": settings.captioner.mirror,
+        }
+    return measured
+
+
+def _detector(
+    folder: Path,
+    settings: InferenceSettings,
+    detector: Detector,
+    test: SyntheticSet,
+    frames: list[dict[str, Any]],
+    scenario_every: int,
+) -> dict[str, Any]:
+    defaults = Config()
+    count = presence_scores(defaults, detector).score  # the score from which the events count people
+    operating = CARD_OPERATING_SCORE
+    held = evaluate_detector(detector, ((_image(test, f), _boxes(f)) for f in frames), operating, len(frames), count)
+    scene_frames, _ = scenario_seconds(scenario_every, empty=False)
+    scenes = evaluate_detector(detector, scenario_frames(scenario_every, empty=False), operating, scene_frames, count)
+    empty_count, empty_seconds = scenario_seconds(scenario_every, empty=True)
+    empty = evaluate_detector(detector, scenario_frames(scenario_every, empty=True), operating, empty_count, count)
+    seconds_scored = empty_seconds / scenario_every
+    objects = _objects(folder, settings, detector, test, frames)
+    return {
+        "held_out": held.to_json(),
+        "scenarios": scenes.to_json(),
+        "empty": {
+            **empty.to_json(),
+            "seconds": seconds_scored,
+            "false_positives_per_hour": empty.false_positives * 3600 / seconds_scored,
         },
+        "operating_score": operating,
+        "count_score": count,
+        "suppression_iou": defaults.detect_iou,
+        "suppression_nested": defaults.detect_nested,
+        **({"objects": objects} if objects else {}),
     }

@@ -225,6 +225,15 @@ def card(out: Path, metrics: dict[str, Any]) -> str:
             f"{fd['empty']['false_positives_per_hour']:.0f}",
             f"{qd['empty']['false_positives_per_hour']:.0f}",
         ),
+        *[
+            (
+                f"Detector AP50 / recall at score {qd['operating_score']}, {thing} in a hand "
+                f"({found['people']} held-out)",
+                f"{_num(fd['objects'][thing]['ap50'])} / {_pct(fd['objects'][thing]['recall'])}",
+                f"{_num(found['ap50'])} / {_pct(found['recall'])}",
+            )
+            for thing, found in qd.get("objects", {}).items()  # runs from before objects had boxes have none
+        ],
     ]
     rows = [
         *(detector_rows if converted is None else []),

@@ -7,18 +7,21 @@ measures float and int8 through the appliance's own inference on the held-out se
 shipped scenarios, and writes ``models/``: the models, ``metrics.json`` and the model card.
 
 Each stage leaves its result in the work folder and is skipped when that result is there, so an
-interrupted run goes on where it stopped; ``--fresh`` starts over.
+interrupted run goes on where it stopped; ``--fresh`` starts over. ``--slots`` retrains some of
+the models only (after a change to what one of them learns), keeping the others and their figures.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from appliance.inference.manifest import SYNTHETIC, Domain, Manifest, read_manifest, write_manifest
+from appliance.inference.manifest import SLOTS, SYNTHETIC, Domain, Manifest, read_manifest, write_manifest
+from tools.convert import ConvertError
 from tools.convert import train as train_slot
 from tools.convert.measure import measure
 from tools.convert.model_card import write_card
@@ -105,21 +108,38 @@ def _synthetic(work: Path, name: str, seed: int, count: int, nobody: bool = Fals
     return SyntheticSet(folder)
 
 
-def run_reference(work: Path, out: Path, plan: Plan, fresh: bool = False) -> dict[str, Any]:
+# What each slot's training took, in the plan section of metrics.json: a slot kept from an earlier run keeps its own.
+_PLAN_KEYS = {
+    "detector": ("train_images", "empty_images"),
+    "classifier": ("crop_images",),
+    "captioner": ("caption_images",),
+}
+
+
+def run_reference(
+    work: Path, out: Path, plan: Plan, fresh: bool = False, slots: Sequence[str] = SLOTS
+) -> dict[str, Any]:
+    """Make the reference models; with ``slots``, only those, the others kept as they are in ``out``
+    with their figures from its ``metrics.json`` (their measurements do not depend on one another)."""
+    kept = [name for name in SLOTS if name not in slots]
+    previous = _previous_metrics(out) if kept else None
     if fresh:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     (work / "plan.json").write_text(json.dumps(asdict(plan), indent=2, default=str))
-    train = _synthetic(work, "train", plan.seeds["train"], plan.train)
-    crops = _synthetic(work, "crops", plan.seeds["crops"], plan.crops)
-    empty = _synthetic(work, "empty", plan.seeds["empty"], plan.empty, nobody=True)
     test = _synthetic(work, "test", plan.seeds["held_out"], plan.test)
-    captions = _synthetic(work, "captions", plan.seeds["captions"], plan.captions)
     to = Destination(work, out, COMMAND, float_out=work / "float-models", resume=True, domain=DOMAIN)
-    print(train_slot.detector(train.detection, train.images, plan.detector, to, negatives=[empty.images]))
-    print(train_slot.classifier(crops.crops, plan.classifier, to))
-    print(train_slot.captioner(captions.captions, captions.images, plan.captioner, to))
-    metrics = {
+    if "detector" in slots:
+        train = _synthetic(work, "train", plan.seeds["train"], plan.train)
+        empty = _synthetic(work, "empty", plan.seeds["empty"], plan.empty, nobody=True)
+        print(train_slot.detector(train.detection, train.images, plan.detector, to, negatives=[empty.images]))
+    if "classifier" in slots:
+        crops = _synthetic(work, "crops", plan.seeds["crops"], plan.crops)
+        print(train_slot.classifier(crops.crops, plan.classifier, to))
+    if "captioner" in slots:
+        captions = _synthetic(work, "captions", plan.seeds["captions"], plan.captions)
+        print(train_slot.captioner(captions.captions, captions.images, plan.captioner, to))
+    metrics: dict[str, Any] = {
         "plan": {
             "train_images": plan.train,
             "crop_images": plan.crops,
@@ -134,21 +154,50 @@ def run_reference(work: Path, out: Path, plan: Plan, fresh: bool = False) -> dic
                 "captioner": asdict(plan.captioner),
             },
         },
-        "float": measure(work / "float-models", test, plan.scenario_every),
-        "int8": measure(out, test, plan.scenario_every),
+        "float": measure(work / "float-models", test, plan.scenario_every, slots=slots),
+        "int8": measure(out, test, plan.scenario_every, slots=slots),
     }
+    if previous is not None:
+        metrics = _keep(metrics, previous, kept)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     record_held_out(out, metrics)
     write_card(out, metrics)
     return metrics
 
 
+def _previous_metrics(out: Path) -> dict[str, Any]:
+    path = out / "metrics.json"
+    if not path.exists():
+        raise ConvertError(f"{path}: not there; the slots that are not retrained keep their figures from it")
+    previous: dict[str, Any] = json.loads(path.read_text())
+    return previous
+
+
+def _keep(metrics: dict[str, Any], previous: dict[str, Any], kept: Sequence[str]) -> dict[str, Any]:
+    """``metrics`` with the ``kept`` slots' figures and training plan taken from ``previous``."""
+    plan = dict(metrics["plan"])
+    for name in kept:
+        plan.update({key: previous["plan"][key] for key in _PLAN_KEYS[name]})
+    plan["recipes"] = {**plan["recipes"], **{name: previous["plan"]["recipes"][name] for name in kept}}
+    kept_figures = {kind: {name: previous[kind][name] for name in kept} for kind in ("float", "int8")}
+    ordered = {kind: {name: {**metrics[kind], **kept_figures[kind]}[name] for name in SLOTS} for kind in kept_figures}
+    return {**metrics, "plan": plan, **ordered}
+
+
 def held_out_figures(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per slot, the int8 model's figures on the held-out synthetic images: what validates it for that world."""
+    """Per slot, the int8 model's figures on the held-out synthetic images: what validates it for that world
+    (the detector's AP50 on the objects held in hands too, where it was measured on them)."""
     int8 = metrics["int8"]
     detector, classifier, captioner = int8["detector"]["held_out"], int8["classifier"], int8["captioner"]
     return {
-        "detector": {key: detector[key] for key in ("images", "people", "ap50", "recall", "precision")},
+        "detector": {
+            **{key: detector[key] for key in ("images", "people", "ap50", "recall", "precision")},
+            **(
+                {"objects": {thing: found["ap50"] for thing, found in objects.items()}}
+                if (objects := int8["detector"].get("objects"))
+                else {}
+            ),
+        },
         "classifier": {"crops": classifier["crops"], "accuracy": classifier["accuracy"]},
         "captioner": {"frames": captioner["frames"], "exact": captioner["exact"], "bleu4": captioner["bleu"]["4"]},
     }
