@@ -179,18 +179,24 @@ def real_assets() -> RealAssets:
 @pytest.fixture(scope="session")
 def real_detector(real_assets: RealAssets, tmp_path_factory: pytest.TempPathFactory) -> RealDetector:
     """`python -m tools.convert yolo` as a user runs it: calibrated on 100 frames of the footage."""
-    work = tmp_path_factory.mktemp("real-detector")
+    return convert_real_detector(real_assets, tmp_path_factory.mktemp("real-detector"), REAL_SIZE)
+
+
+def convert_real_detector(real_assets: RealAssets, work: Path, size: tuple[int, int]) -> RealDetector:
+    """The real export converted at ``size`` into a copy of the repository's models, in ``work``."""
     calib = work / "calib"
     calib.mkdir()
     (calib / real_assets.vtest.name).symlink_to(real_assets.vtest)
     models = work / "models"
     shutil.copytree(ROOT / "models", models)
     yolo_work = cache.yolo_work()  # image-build/build uses it too: onnx2tf runs once for both
-    size = f"{REAL_SIZE[0]}x{REAL_SIZE[1]}"
-    args = ["yolo", str(real_assets.onnx), "--size", size, "--person-labels", "Normal,Fall", "--fall-labels", "Fall"]
+    args = ["yolo", str(real_assets.onnx), "--size", f"{size[0]}x{size[1]}"]
+    args += ["--person-labels", "Normal,Fall", "--fall-labels", "Fall"]
     args += ["--calib", str(calib), "--calib-frames", "100", "--out", str(models), "--work", str(yolo_work)]
     _convert(args, work / "yolo.log")
-    return RealDetector(real_assets, models, yolo_work / "float", (work / "yolo.log").read_text())
+    float_models = work / "float-models"  # the next conversion in the shared work folder replaces its own
+    shutil.copytree(yolo_work / "float", float_models)
+    return RealDetector(real_assets, models, float_models, (work / "yolo.log").read_text())
 
 
 def pytest_configure() -> None:

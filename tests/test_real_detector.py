@@ -28,7 +28,7 @@ from appliance.inference.loader import load_models
 from appliance.inference.manifest import read_manifest
 from appliance.inference.settings import InferenceSettings
 from tests.broker import Broker, Collector
-from tests.conftest import REAL_SIZE, RealAssets, RealDetector
+from tests.conftest import REAL_SIZE, RealAssets, RealDetector, convert_real_detector
 from tests.service_process import run_service
 from tools.convert.slots import score_step_near_half
 from tools.convert.yolo import ExportDetector
@@ -256,15 +256,13 @@ def test_one_event_over_the_whole_clip_with_a_playable_clip(vtest_run: Run) -> N
     assert times[-1] - times[0] > 75.0
 
 
-def test_people_on_the_keyframes_number_about_what_the_export_counts_at_640(
-    vtest_run: Run, real_detector: RealDetector
-) -> None:
-    """Each caption says how many people its keyframe shows; the export at 640 counts them on the same frame."""
+def keyframe_differences(run: Run, real_detector: RealDetector) -> list[int]:
+    """Per caption, the people it says its keyframe shows minus those the export at 640 counts on that frame."""
     source = source_detector(real_detector)
-    first_frame = float(payloads(vtest_run, "real/pi/cam0/state")[0]["ts"])  # type: ignore[arg-type]
+    first_frame = float(payloads(run, "real/pi/cam0/state")[0]["ts"])  # type: ignore[arg-type]
     frames = vtest_frames(real_detector.assets.vtest, 1, 0)
     differences = []
-    for caption in payloads(vtest_run, "real/pi/cam0/caption"):
+    for caption in payloads(run, "real/pi/cam0/caption"):
         index = round((float(caption["ts"]) - first_frame) * FPS)  # type: ignore[arg-type]
         if not 0 <= index < len(frames):
             continue
@@ -273,11 +271,58 @@ def test_people_on_the_keyframes_number_about_what_the_export_counts_at_640(
     print(f"keyframe people minus the export's at 640: {differences}")
     print(f"within one on {np.mean([abs(d) <= 1 for d in differences]):.0%} of {len(differences)} keyframes")
     assert len(differences) >= 10
+    return differences
+
+
+def test_people_on_the_keyframes_number_about_what_the_export_counts_at_640(
+    vtest_run: Run, real_detector: RealDetector
+) -> None:
+    """Each caption says how many people its keyframe shows; the export at 640 counts them on the same frame."""
+    differences = keyframe_differences(vtest_run, real_detector)
     # 3 to 9 people walk in view; the keyframe is the frame of an interval with the surest box, and its
-    # time maps to a frame within about one, so a person entering or leaving the edge can differ
+    # time maps to a frame within about one, so a person entering or leaving the edge can differ.
+    # Within one on 70 % of every second frame at 416x320: far-off people (20 to 65 px tall) are lost
     assert np.mean([abs(d) <= 2 for d in differences]) >= 0.9
     assert np.mean(np.abs(differences)) <= 1.5
     assert abs(np.mean(differences)) <= 0.75  # neither side counts more as a rule
+
+
+COUNT_SIZE = (640, 480)  # where counting far-off people matters more than the Pi's frame rate
+
+
+@pytest.fixture(scope="module")
+def counting_detector(real_assets: RealAssets, tmp_path_factory: pytest.TempPathFactory) -> RealDetector:
+    return convert_real_detector(real_assets, tmp_path_factory.mktemp("counting-detector"), COUNT_SIZE)
+
+
+@pytest.fixture(scope="module")
+def counting_run(
+    broker: Broker, counting_detector: RealDetector, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Run]:
+    yield from run_on_file(
+        broker, tmp_path_factory.mktemp("vtest-640"), counting_detector.models, str(counting_detector.assets.vtest)
+    )
+
+
+def test_converted_at_640x480_the_captions_count_within_one_of_the_export(
+    counting_run: Run, counting_detector: RealDetector
+) -> None:
+    """The issue's bar (within one on at least 80 % of keyframes) at the size that meets it: measured
+    90 % of every second frame of the clip, at 2.1 times the invoke time of 416x320."""
+    assert counting_run.status == 0, counting_run.stderr[-3000:]
+    differences = keyframe_differences(counting_run, counting_detector)
+    assert np.mean([abs(d) <= 1 for d in differences]) >= 0.8
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="at 640x480 the real Fall class takes a yellow jacket lying on the grass (bottom left) for a fallen "
+    "person: 0.50 to 0.55 on 353 of 398 frames, held, a fall warning 3 s in (at 416x320: on 2 frames, not held)",
+)
+def test_converted_at_640x480_it_raises_no_alert_on_pedestrians(counting_run: Run) -> None:
+    alerts = payloads(counting_run, "real/pi/alert")
+    print("alerts:", alerts)
+    assert alerts == []
 
 
 UNSEEN = re.compile(r"\b(knife|gun|fight\w*|fall\w*|fell|lying|room|kitchen|shop|office|garage|store|hall\w*)\b")
