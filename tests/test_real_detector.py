@@ -189,9 +189,10 @@ class Run:
     messages: Collector
     data: Path
     stderr: str
+    prefix: str  # the topics' first level: runs of one module keep apart, as their collectors stay open
 
 
-def run_on_file(broker: Broker, folder: Path, models: Path, camera: str) -> Iterator[Run]:
+def run_on_file(broker: Broker, folder: Path, models: Path, camera: str, prefix: str = "real") -> Iterator[Run]:
     """`appliance run` on one file camera, until the file has played (the service then ends by itself)."""
     data = folder / "data"
     env = folder / "appliance.env"
@@ -201,7 +202,7 @@ def run_on_file(broker: Broker, folder: Path, models: Path, camera: str) -> Iter
                 f"APPLIANCE_CAMERA_0=file:{camera}",
                 "APPLIANCE_MQTT_HOST=127.0.0.1",
                 f"APPLIANCE_MQTT_PORT={broker.port}",
-                "APPLIANCE_MQTT_PREFIX=real",
+                f"APPLIANCE_MQTT_PREFIX={prefix}",
                 "APPLIANCE_DEVICE_ID=pi",
                 f"APPLIANCE_MODELS_DIR={models}",
                 f"APPLIANCE_DATA_DIR={data}",
@@ -210,10 +211,10 @@ def run_on_file(broker: Broker, folder: Path, models: Path, camera: str) -> Iter
         )
         + "\n"
     )
-    collector = Collector(broker, "real/#")
+    collector = Collector(broker, f"{prefix}/#")
     done = run_service(env, timeout=300)
     time.sleep(0.5)
-    yield Run(done.returncode, collector, data, done.stderr)
+    yield Run(done.returncode, collector, data, done.stderr, prefix)
     collector.close()
 
 
@@ -259,10 +260,10 @@ def test_one_event_over_the_whole_clip_with_a_playable_clip(vtest_run: Run) -> N
 def keyframe_differences(run: Run, real_detector: RealDetector) -> list[int]:
     """Per caption, the people it says its keyframe shows minus those the export at 640 counts on that frame."""
     source = source_detector(real_detector)
-    first_frame = float(payloads(run, "real/pi/cam0/state")[0]["ts"])  # type: ignore[arg-type]
+    first_frame = float(payloads(run, f"{run.prefix}/pi/cam0/state")[0]["ts"])  # type: ignore[arg-type]
     frames = vtest_frames(real_detector.assets.vtest, 1, 0)
     differences = []
-    for caption in payloads(run, "real/pi/cam0/caption"):
+    for caption in payloads(run, f"{run.prefix}/pi/cam0/caption"):
         index = round((float(caption["ts"]) - first_frame) * FPS)  # type: ignore[arg-type]
         if not 0 <= index < len(frames):
             continue
@@ -300,7 +301,11 @@ def counting_run(
     broker: Broker, counting_detector: RealDetector, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Run]:
     yield from run_on_file(
-        broker, tmp_path_factory.mktemp("vtest-640"), counting_detector.models, str(counting_detector.assets.vtest)
+        broker,
+        tmp_path_factory.mktemp("vtest-640"),
+        counting_detector.models,
+        str(counting_detector.assets.vtest),
+        "count",
     )
 
 
@@ -320,7 +325,7 @@ def test_converted_at_640x480_the_captions_count_within_one_of_the_export(
     "person: 0.50 to 0.55 on 353 of 398 frames, held, a fall warning 3 s in (at 416x320: on 2 frames, not held)",
 )
 def test_converted_at_640x480_it_raises_no_alert_on_pedestrians(counting_run: Run) -> None:
-    alerts = payloads(counting_run, "real/pi/alert")
+    alerts = payloads(counting_run, f"{counting_run.prefix}/pi/alert")
     print("alerts:", alerts)
     assert alerts == []
 
