@@ -16,7 +16,7 @@ from appliance.config import Config
 from appliance.inference.detector import Detector
 from appliance.inference.imaging import Image
 from appliance.inference.loader import DETECTORS, Models, build_slot, load_models
-from appliance.inference.manifest import SLOTS, read_manifest
+from appliance.inference.manifest import SLOTS, Manifest
 from appliance.inference.settings import InferenceSettings
 from appliance.service import inference_settings, presence_scores
 from appliance.sim.render import PersonTruth, Renderer
@@ -87,10 +87,13 @@ def _object_truth(frame: dict[str, Any], label: str) -> list[TruthBox]:
 
 
 def _objects(
-    folder: Path, settings: InferenceSettings, detector: Detector, test: SyntheticSet, frames: list[dict[str, Any]]
+    manifest: Manifest,
+    settings: InferenceSettings,
+    detector: Detector,
+    test: SyntheticSet,
+    frames: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """Per object class of the detector (knife, bag, ...): its figures on the held-out objects in hands."""
-    manifest = read_manifest(folder)
     figures = {}
     held = {p.held for f in frames for p in _people(f) if p.held is not None}
     for label in sorted(held & {name for i, name in enumerate(detector.labels) if i not in detector.person_classes}):
@@ -123,7 +126,9 @@ def measure(
     frames = _held_out(test)[:limit]
     measured: dict[str, Any] = {}
     if models.detector is not None and "detector" in slots:
-        measured["detector"] = _detector(folder, settings, models.detector, test, frames, scenario_every)
+        measured["detector"] = _detector(
+            models.manifest, defaults, settings, models.detector, test, frames, scenario_every
+        )
     if models.classifier is not None and "classifier" in slots:
         people = [(f, p) for f in frames for p in _people(f) if not p.ignore]
         crops = ((_image(test, f), p.box, behaviour(p)) for f, p in people)
@@ -139,14 +144,14 @@ def measure(
 
 
 def _detector(
-    folder: Path,
+    manifest: Manifest,
+    defaults: Config,
     settings: InferenceSettings,
     detector: Detector,
     test: SyntheticSet,
     frames: list[dict[str, Any]],
     scenario_every: int,
 ) -> dict[str, Any]:
-    defaults = Config()
     count = presence_scores(defaults, detector).score  # the score from which the events count people
     operating = CARD_OPERATING_SCORE
     held = evaluate_detector(detector, ((_image(test, f), _boxes(f)) for f in frames), operating, len(frames), count)
@@ -155,7 +160,7 @@ def _detector(
     empty_count, empty_seconds = scenario_seconds(scenario_every, empty=True)
     empty = evaluate_detector(detector, scenario_frames(scenario_every, empty=True), operating, empty_count, count)
     seconds_scored = empty_seconds / scenario_every
-    objects = _objects(folder, settings, detector, test, frames)
+    objects = _objects(manifest, settings, detector, test, frames)
     return {
         "held_out": held.to_json(),
         "scenarios": scenes.to_json(),
